@@ -1,0 +1,81 @@
+//! `hark enroll`: builds a normal bank from normal clips or a source's live input.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+
+use crate::bank::{NormalBank, Origin};
+use crate::capture::Input;
+use crate::config::Config;
+use crate::frontend::FrontEnd;
+use crate::inference::{MAX_BANK, TARGET_FAR};
+use crate::model::Embedder;
+
+/// Enrols from every normal clip of the given folders.
+pub fn from_dirs(dirs: &[PathBuf], model: &Path, out: &Path) -> anyhow::Result<()> {
+    if dirs.is_empty() {
+        bail!("give at least one folder of normal clips, or --source NAME");
+    }
+    let embedder = Embedder::load(model)?;
+    let front = embedder.meta().front;
+    let mut embeddings = Vec::new();
+    let mut origins = Vec::new();
+    let mut segment = 0u32;
+    for dir in dirs {
+        for file in super::wav_files(dir)? {
+            let clip = super::embed_clip(&embedder, front, &file, None)?;
+            if clip.windows.is_empty() {
+                tracing::warn!(file = %file.display(), "shorter than one window ({:.2} s): skipped", front.window_seconds());
+            }
+            for (w, e) in clip.windows.iter().zip(clip.embeddings) {
+                embeddings.push(e);
+                origins.push(Origin { segment, index: w.index as u32 });
+            }
+            segment += 1;
+        }
+    }
+    save(&embedder, &embeddings, &origins, out)
+}
+
+/// Enrols from `learn_seconds` of a configured source's live input.
+pub fn from_source(config: &Path, name: &str, model: &Path, out: &Path) -> anyhow::Result<()> {
+    let cfg = Config::load(config)?;
+    let Some(s) = cfg.sources.iter().find(|s| s.name == name) else {
+        bail!("{}: no [[source]] named {name:?}", config.display());
+    };
+    let embedder = Embedder::load(model)?;
+    let front = embedder.meta().front;
+    let input = Input::open(s)?;
+    let mut fe = FrontEnd::new(front, input.sample_rate_hz())?;
+    let mut windows = Vec::new();
+    tracing::info!(source = name, seconds = s.learn_seconds, "enrolling from live input");
+    super::record::capture_for(input, s.channel, s.learn_seconds, &mut |chunk| {
+        fe.push(chunk, &mut |w| windows.push(w));
+        Ok(())
+    })?;
+    let mut embeddings = Vec::new();
+    let mut origins = Vec::new();
+    for chunk in windows.chunks(32) {
+        let slices: Vec<&[f32]> = chunk.iter().map(|w| w.mels.as_slice()).collect();
+        embeddings.extend(embedder.embed(&slices).context("embedding failed")?);
+        origins.extend(chunk.iter().map(|w| Origin { segment: 0, index: w.index as u32 }));
+    }
+    save(&embedder, &embeddings, &origins, out)
+}
+
+fn save(embedder: &Embedder, embeddings: &[Vec<f32>], origins: &[Origin], out: &Path) -> anyhow::Result<()> {
+    let p = embedder.meta().front;
+    let guard = p.frames.div_ceil(p.window_hop_frames) as u32;
+    let bank = NormalBank::build(embeddings, origins, guard, MAX_BANK, TARGET_FAR, embedder.hash())?;
+    bank.save(out)?;
+    println!(
+        "wrote {}: {} embeddings from {} windows, threshold {:.5} (normal scores: mean {:.5}, max {:.5})",
+        out.display(),
+        bank.len(),
+        bank.n_windows,
+        bank.calibration.threshold,
+        bank.calibration.score_mean,
+        bank.calibration.score_max
+    );
+    Ok(())
+}

@@ -1,0 +1,194 @@
+//! The command line of DESIGN.md and one module per command.
+
+mod bench;
+mod enroll;
+mod offline;
+mod record;
+mod score;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use crate::config::Config;
+
+pub use offline::{EmbeddedClip, embed_clip, wav_files};
+
+/// hark: listens to machines and raises alarms over MQTT when they sound wrong.
+#[derive(Debug, Parser)]
+#[command(name = "hark", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon (foreground; systemd supervises).
+    Run {
+        /// Config file [default: /etc/hark/hark.toml, else config/hark.toml].
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// List input devices: stable id, name, channels, sample rates.
+    Devices {
+        /// One JSON object per device.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Record a normal reference clip from a device.
+    Record {
+        /// Stable id, name substring or `default`.
+        #[arg(long)]
+        device: String,
+        /// Length in seconds.
+        #[arg(long)]
+        seconds: f64,
+        /// Output WAV (mono, 16-bit, at the device's rate).
+        #[arg(long)]
+        out: PathBuf,
+        /// Capture rate in Hz [default: the device's].
+        #[arg(long)]
+        rate: Option<u32>,
+        /// Channel to keep [default: mix all].
+        #[arg(long)]
+        channel: Option<usize>,
+    },
+    /// Build a normal bank from normal clips (DIR/train/*.wav or DIR/*.wav) or from a
+    /// configured source's live input.
+    Enroll {
+        /// Folders of normal clips.
+        dirs: Vec<PathBuf>,
+        /// Enrol from this source of the config instead of folders.
+        #[arg(long, conflicts_with = "dirs")]
+        source: Option<String>,
+        /// Config file for --source [default: as `run`].
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Embedding network.
+        #[arg(long, default_value = "models/default.safetensors")]
+        model: PathBuf,
+        /// Bank file to write (atomically).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Score a WAV file offline through the same dsp and inference path as the daemon.
+    Score {
+        /// The WAV file.
+        file: PathBuf,
+        /// Config whose first [[source]] gives mode, model and bank.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// One JSON object per window.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Per-stage cost and real-time factor on this machine.
+    Bench {
+        /// One JSON object per measurement.
+        #[arg(long)]
+        json: bool,
+        /// Model to measure.
+        #[arg(long, default_value = "models/default.safetensors")]
+        model: PathBuf,
+        /// Seconds of synthetic audio for the end-to-end measurement.
+        #[arg(long, default_value_t = 120.0)]
+        seconds: f64,
+    },
+    /// Write a fixed-seed (untrained) embedding network, the shipped default until a
+    /// trained model replaces it.
+    InitModel {
+        /// Seed of the weights.
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+        /// Output file.
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+/// Runs one command.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Run { config } => {
+            let path = config.unwrap_or_else(Config::default_path);
+            let cfg = Config::load(&path)?;
+            init_logging(&cfg.log_level);
+            tracing::info!(config = %path.display(), node = %cfg.node, "hark {} starting", env!("CARGO_PKG_VERSION"));
+            let shutdown = Arc::new(AtomicBool::new(false));
+            for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+                signal_hook::flag::register(sig, shutdown.clone()).context("cannot install signal handlers")?;
+            }
+            crate::daemon::run(&cfg, &shutdown)
+        }
+        Command::Devices { json } => {
+            init_logging("warn");
+            let devices = crate::devices::list()?;
+            if devices.is_empty() && !json {
+                println!("no input devices found");
+            }
+            for d in devices {
+                if json {
+                    println!("{}", serde_json::to_string(&d)?);
+                } else {
+                    let rates: Vec<String> = d.sample_rates.iter().map(|(a, b)| if a == b { format!("{a}") } else { format!("{a}-{b}") }).collect();
+                    println!(
+                        "{}{}\n    name: {}\n    channels: {:?}  rates (Hz): {}",
+                        d.id,
+                        if d.default { "  (default)" } else { "" },
+                        d.name,
+                        d.channels,
+                        rates.join(", ")
+                    );
+                }
+            }
+            Ok(())
+        }
+        Command::Record { device, seconds, out, rate, channel } => {
+            init_logging("info");
+            record::run(&device, seconds, &out, rate, channel)
+        }
+        Command::Enroll { dirs, source, config, model, out } => {
+            init_logging("info");
+            match source {
+                Some(name) => enroll::from_source(&config.unwrap_or_else(Config::default_path), &name, &model, &out),
+                None => enroll::from_dirs(&dirs, &model, &out),
+            }
+        }
+        Command::Score { file, config, json } => {
+            init_logging("warn");
+            score::run(&file, &config.unwrap_or_else(Config::default_path), json)
+        }
+        Command::Bench { json, model, seconds } => {
+            init_logging("warn");
+            bench::run(&model, seconds, json)
+        }
+        Command::InitModel { seed, out } => {
+            let meta = crate::model::ModelMeta::default_continuous(&format!("fixed-seed {seed} (untrained)"));
+            crate::model::init_fixed_seed(&meta, seed, &out)?;
+            println!("wrote {} (seed {seed})", out.display());
+            Ok(())
+        }
+    }
+}
+
+/// Logs to stderr; `RUST_LOG` overrides the configured level. Under systemd (journald
+/// adds its own) timestamps are left out.
+fn init_logging(level: &str) {
+    use tracing_subscriber::EnvFilter;
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(v) if !v.is_empty() => EnvFilter::new(v),
+        _ => EnvFilter::new(format!("hark={level},warn")),
+    };
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = if std::env::var_os("JOURNAL_STREAM").is_some() {
+        builder.without_time().try_init()
+    } else {
+        builder.try_init()
+    };
+}

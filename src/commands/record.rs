@@ -1,0 +1,94 @@
+//! `hark record`: a normal reference clip from a device, written as WAV.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use ringbuf::HeapRb;
+use ringbuf::traits::{Consumer, Observer, Split};
+
+use crate::capture::Input;
+use crate::config::{Device, Mode, SourceConfig};
+use crate::health::SourceHealth;
+
+/// Captures `seconds` of mono audio from `input`, handing each chunk to `sink`.
+/// Returns the capture rate. Stops early if the input ends.
+pub(super) fn capture_for(
+    input: Input,
+    channel: Option<usize>,
+    seconds: f64,
+    sink: &mut dyn FnMut(&[f32]) -> anyhow::Result<()>,
+) -> anyhow::Result<u32> {
+    let rate = input.sample_rate_hz();
+    let (producer, mut consumer) = HeapRb::<f32>::new((rate as usize * 4).max(8192)).split();
+    let health = Arc::new(SourceHealth::new());
+    let capture = input.start(channel, producer, health.clone())?;
+    let want = (seconds * rate as f64).round() as usize;
+    let mut got = 0;
+    let mut buf = vec![0.0f32; 4096];
+    let mut last_data = Instant::now();
+    while got < want {
+        let n = consumer.pop_slice(&mut buf[..(want - got).min(4096)]);
+        if n == 0 {
+            if !consumer.write_is_held() && consumer.is_empty() {
+                break;
+            }
+            if last_data.elapsed() > Duration::from_secs(5) {
+                bail!("no audio from the device for 5 s");
+            }
+            std::thread::sleep(Duration::from_millis(5));
+            continue;
+        }
+        last_data = Instant::now();
+        sink(&buf[..n])?;
+        got += n;
+    }
+    drop(capture);
+    let dropped = health.dropped_samples.load(std::sync::atomic::Ordering::Relaxed);
+    if dropped > 0 {
+        tracing::warn!(dropped, "samples were dropped during capture");
+    }
+    Ok(rate)
+}
+
+/// A throwaway source description for commands that name a device directly.
+pub(super) fn adhoc_source(device: &str, rate: Option<u32>, channel: Option<usize>) -> SourceConfig {
+    let device = match device.strip_prefix("file:") {
+        Some(p) => Device::File { path: p.into(), realtime: false },
+        None => Device::Cpal(device.to_string()),
+    };
+    SourceConfig {
+        name: "record".into(),
+        device,
+        mode: Mode::Continuous,
+        model: "".into(),
+        bank: "".into(),
+        learn_seconds: 1.0,
+        channel,
+        sample_rate_hz: rate,
+        window_hop_frames: None,
+        raise_k: 1,
+        raise_n: 1,
+        clear_m: 1,
+        threshold_scale: 1.0,
+        ring_seconds: 4.0,
+    }
+}
+
+/// Records `seconds` from `device` into `out`.
+pub fn run(device: &str, seconds: f64, out: &Path, rate: Option<u32>, channel: Option<usize>) -> anyhow::Result<()> {
+    if !(seconds.is_finite() && seconds > 0.0) {
+        bail!("--seconds = {seconds}: must be > 0");
+    }
+    let input = Input::open(&adhoc_source(device, rate, channel))?;
+    let mut samples = Vec::new();
+    tracing::info!(device, seconds, "recording");
+    let rate = capture_for(input, channel, seconds, &mut |chunk| {
+        samples.extend_from_slice(chunk);
+        Ok(())
+    })?;
+    crate::wav::write_mono_i16(out, rate, &samples).with_context(|| format!("--out {}", out.display()))?;
+    println!("wrote {} ({:.1} s at {rate} Hz)", out.display(), samples.len() as f64 / rate as f64);
+    Ok(())
+}

@@ -1,0 +1,53 @@
+//! `hark score FILE`: the first source's model, bank and decision rules over a file.
+
+use std::path::Path;
+
+use anyhow::bail;
+
+use crate::config::Config;
+use crate::daemon::load_source;
+use crate::detector::Detector;
+
+/// Prints one line (or JSON object) per window.
+pub fn run(file: &Path, config: &Path, json: bool) -> anyhow::Result<()> {
+    let cfg = Config::load(config)?;
+    let Some(s) = cfg.sources.first() else {
+        bail!("{}: no [[source]] is configured", config.display());
+    };
+    let loaded = load_source(s, config)?;
+    let Some(bank) = loaded.bank else {
+        bail!(
+            "{}: bank does not exist; run `hark enroll` or let `hark run` learn it first",
+            s.bank.display()
+        );
+    };
+    let mut det = Detector::new(bank, s.threshold_scale, s.raise_k, s.raise_n, s.clear_m);
+    let clip = super::embed_clip(&loaded.embedder, loaded.front, file, s.channel)?;
+    let mut out = std::io::stdout().lock();
+    use std::io::Write;
+    for (w, e) in clip.windows.iter().zip(&clip.embeddings) {
+        let score = det.score(e);
+        det.update(score);
+        let line = if json {
+            serde_json::json!({
+                "t": (w.t_end_s * 1000.0).round() / 1000.0,
+                "score": score,
+                "threshold": det.threshold(),
+                "anomaly": det.active(),
+            })
+            .to_string()
+        } else {
+            format!(
+                "t={:8.3}s  score={:.5}  threshold={:.5}{}",
+                w.t_end_s,
+                score,
+                det.threshold(),
+                if det.active() { "  ANOMALY" } else { "" }
+            )
+        };
+        if writeln!(out, "{line}").is_err() {
+            break; // closed pipe (e.g. `| head`): not an error
+        }
+    }
+    Ok(())
+}

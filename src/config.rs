@@ -1,0 +1,618 @@
+//! Configuration: the raw TOML shape, and the validated [`Config`] the stages run on.
+//!
+//! Parsing happens in two steps (ripgrep's low/high args): [`RawConfig`] mirrors the file
+//! with `deny_unknown_fields`, then [`RawConfig::validate`] checks ranges and produces a
+//! [`Config`]. Every error names the file, the key and the offending value.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// A configuration error: always names the file, and the key where one is to blame.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{file}: cannot read: {source}")]
+    Read {
+        /// The config file.
+        file: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The TOML did not parse, or a key is unknown or of the wrong type.
+    #[error("{file}: {message}")]
+    Parse {
+        /// The config file.
+        file: PathBuf,
+        /// The parser's message, flattened to one line (it names line and key).
+        message: String,
+    },
+    /// A key has a value outside its allowed range.
+    #[error("{file}: key `{key}` = {value}: {why}")]
+    Invalid {
+        /// The config file.
+        file: PathBuf,
+        /// The dotted key, e.g. `source[0].mode`.
+        key: String,
+        /// The value as written.
+        value: String,
+        /// What is wrong with it.
+        why: String,
+    },
+}
+
+/// The file as written. Every struct denies unknown keys, so a typo is an error.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// MQTT node id.
+    #[serde(default = "default_node")]
+    pub node: String,
+    /// Where banks (and later journals) are written; relative bank paths resolve here.
+    #[serde(default)]
+    pub state_dir: Option<PathBuf>,
+    /// `error`, `warn`, `info`, `debug` or `trace`; `RUST_LOG` overrides it.
+    #[serde(default = "default_log_level")]
+    pub log_level: String,
+    /// The `[mqtt]` table.
+    #[serde(default)]
+    pub mqtt: RawMqtt,
+    /// One `[[source]]` table per microphone (or file).
+    #[serde(default)]
+    pub source: Vec<RawSource>,
+}
+
+/// The `[mqtt]` table as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMqtt {
+    /// `mqtt://host:port`; absent means an embedded broker on 127.0.0.1.
+    pub url: Option<String>,
+    /// Topic prefix.
+    #[serde(default = "default_prefix")]
+    pub prefix: String,
+    /// Port of the embedded broker (only when `url` is absent).
+    #[serde(default = "default_embedded_port")]
+    pub embedded_port: u16,
+    /// MQTT client id; defaults to `hark-<node>`.
+    pub client_id: Option<String>,
+    /// Keep-alive interval in seconds.
+    #[serde(default = "default_keep_alive")]
+    pub keep_alive_s: u64,
+    /// Upper bound of the reconnect backoff in seconds.
+    #[serde(default = "default_backoff_max")]
+    pub reconnect_max_s: f64,
+    /// How often `health` is published, in seconds.
+    #[serde(default = "default_health_interval")]
+    pub health_interval_s: f64,
+    /// At most one `state` message per this many seconds between state changes.
+    #[serde(default = "default_state_interval")]
+    pub state_interval_s: f64,
+    /// While an anomaly lasts, an `update` event every this many seconds.
+    #[serde(default = "default_update_interval")]
+    pub event_update_s: f64,
+}
+
+impl Default for RawMqtt {
+    fn default() -> Self {
+        toml::from_str("").expect("an empty [mqtt] table is valid: every key has a default")
+    }
+}
+
+/// One `[[source]]` table as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSource {
+    /// Topic segment; unique per node.
+    pub name: String,
+    /// Stable cpal id, name substring, `default`, or `file:PATH.wav`.
+    #[serde(default = "default_device")]
+    pub device: String,
+    /// `file:` devices only: replay at real-time pace (true) or as fast as possible.
+    #[serde(default = "default_true")]
+    pub realtime: bool,
+    /// `continuous` or `tap`.
+    #[serde(default = "default_mode")]
+    pub mode: String,
+    /// Path of the embedding network (safetensors).
+    #[serde(default = "default_model")]
+    pub model: PathBuf,
+    /// Path of the normal bank; missing file: learn, then save here.
+    pub bank: Option<PathBuf>,
+    /// Seconds of sound to learn from when there is no bank.
+    #[serde(default = "default_learn_seconds")]
+    pub learn_seconds: f64,
+    /// Channel to use (0-based), or absent to mix all channels.
+    pub channel: Option<usize>,
+    /// Requested capture rate in Hz; absent: the device's default.
+    pub sample_rate_hz: Option<u32>,
+    /// Windows per second of audio are one every `window_hop_frames` spectrogram frames.
+    pub window_hop_frames: Option<usize>,
+    /// Raise an anomaly when `raise_k` of the last `raise_n` windows are over threshold.
+    #[serde(default = "default_raise_k")]
+    pub raise_k: usize,
+    /// See `raise_k`.
+    #[serde(default = "default_raise_n")]
+    pub raise_n: usize,
+    /// Clear it after this many consecutive windows under threshold.
+    #[serde(default = "default_clear_m")]
+    pub clear_m: usize,
+    /// Multiplies the bank's calibrated threshold (>1: fewer alarms).
+    #[serde(default = "default_one")]
+    pub threshold_scale: f64,
+    /// Capacity of the capture ring in seconds of audio.
+    #[serde(default = "default_ring_seconds")]
+    pub ring_seconds: f64,
+}
+
+fn default_node() -> String {
+    "hark".into()
+}
+fn default_log_level() -> String {
+    "info".into()
+}
+fn default_prefix() -> String {
+    "hark".into()
+}
+fn default_embedded_port() -> u16 {
+    1883
+}
+fn default_keep_alive() -> u64 {
+    15
+}
+fn default_backoff_max() -> f64 {
+    30.0
+}
+fn default_health_interval() -> f64 {
+    10.0
+}
+fn default_state_interval() -> f64 {
+    1.0
+}
+fn default_update_interval() -> f64 {
+    10.0
+}
+fn default_device() -> String {
+    "default".into()
+}
+fn default_true() -> bool {
+    true
+}
+fn default_mode() -> String {
+    "continuous".into()
+}
+fn default_model() -> PathBuf {
+    "models/default.safetensors".into()
+}
+fn default_learn_seconds() -> f64 {
+    600.0
+}
+fn default_raise_k() -> usize {
+    3
+}
+fn default_raise_n() -> usize {
+    4
+}
+fn default_clear_m() -> usize {
+    8
+}
+fn default_one() -> f64 {
+    1.0
+}
+fn default_ring_seconds() -> f64 {
+    4.0
+}
+
+/// Validated configuration: what the daemon and the commands run on.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it came from (for messages).
+    pub file: PathBuf,
+    /// MQTT node id.
+    pub node: String,
+    /// Directory for banks; relative bank paths resolve here.
+    pub state_dir: PathBuf,
+    /// Log level filter.
+    pub log_level: String,
+    /// The alarm stage's settings.
+    pub mqtt: MqttConfig,
+    /// One entry per source, in file order.
+    pub sources: Vec<SourceConfig>,
+}
+
+/// Where to find the broker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Broker {
+    /// An external broker.
+    External {
+        /// Host name or address.
+        host: String,
+        /// TCP port.
+        port: u16,
+    },
+    /// Start rumqttd inside the process, bound to 127.0.0.1 on this port.
+    Embedded {
+        /// TCP port on loopback.
+        port: u16,
+    },
+}
+
+/// The alarm stage's settings.
+#[derive(Debug, Clone)]
+pub struct MqttConfig {
+    /// Which broker.
+    pub broker: Broker,
+    /// Topic prefix.
+    pub prefix: String,
+    /// Client id.
+    pub client_id: String,
+    /// Keep-alive in seconds.
+    pub keep_alive_s: u64,
+    /// Reconnect backoff cap.
+    pub reconnect_max_s: f64,
+    /// Health publish period.
+    pub health_interval_s: f64,
+    /// State publish period between changes.
+    pub state_interval_s: f64,
+    /// Event update period during an anomaly.
+    pub event_update_s: f64,
+}
+
+/// What a source listens to.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Device {
+    /// A cpal input device: stable id, name substring or `default`.
+    Cpal(String),
+    /// A WAV file replayed as if it were a microphone.
+    File {
+        /// The WAV file.
+        path: PathBuf,
+        /// Pace it in real time (true) or as fast as the pipeline takes it.
+        realtime: bool,
+    },
+}
+
+/// Continuous listening or one verdict per knock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Sliding windows over continuous sound.
+    Continuous,
+    /// One window per detected knock.
+    Tap,
+}
+
+/// One validated source.
+#[derive(Debug, Clone)]
+pub struct SourceConfig {
+    /// Topic segment.
+    pub name: String,
+    /// What to listen to.
+    pub device: Device,
+    /// Listening mode.
+    pub mode: Mode,
+    /// Model path.
+    pub model: PathBuf,
+    /// Bank path (resolved against `state_dir`).
+    pub bank: PathBuf,
+    /// Seconds of sound to learn from when the bank is missing.
+    pub learn_seconds: f64,
+    /// Channel to pick, or `None` to mix all.
+    pub channel: Option<usize>,
+    /// Requested capture rate.
+    pub sample_rate_hz: Option<u32>,
+    /// Override of the model's window hop, in frames.
+    pub window_hop_frames: Option<usize>,
+    /// k of k-of-n raise.
+    pub raise_k: usize,
+    /// n of k-of-n raise.
+    pub raise_n: usize,
+    /// Clean windows to clear.
+    pub clear_m: usize,
+    /// Threshold multiplier.
+    pub threshold_scale: f64,
+    /// Ring capacity in seconds.
+    pub ring_seconds: f64,
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(file: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(file).map_err(|source| ConfigError::Read {
+            file: file.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&text, file)
+    }
+
+    /// Parses and validates config text; `file` is only used in messages.
+    pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            file: file.to_path_buf(),
+            message: one_line(&e.to_string()),
+        })?;
+        raw.validate(file)
+    }
+
+    /// The config path `hark run` uses when none is given.
+    pub fn default_path() -> PathBuf {
+        let system = PathBuf::from("/etc/hark/hark.toml");
+        if system.exists() {
+            system
+        } else {
+            PathBuf::from("config/hark.toml")
+        }
+    }
+}
+
+/// Flattens toml's multi-line message (with its source excerpt) into one line.
+fn one_line(message: &str) -> String {
+    let parts: Vec<&str> = message
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && *l != "|" && !l.starts_with("|") && !l.starts_with('^'))
+        .collect();
+    parts.join(": ")
+}
+
+impl RawConfig {
+    /// Checks every value and derives the typed config.
+    pub fn validate(self, file: &Path) -> Result<Config, ConfigError> {
+        let invalid = |key: &str, value: &dyn std::fmt::Debug, why: &str| ConfigError::Invalid {
+            file: file.to_path_buf(),
+            key: key.to_string(),
+            value: format!("{value:?}"),
+            why: why.to_string(),
+        };
+        if !is_topic_segment(&self.node) {
+            return Err(invalid("node", &self.node, TOPIC_RULE));
+        }
+        let level = self.log_level.to_ascii_lowercase();
+        if !["error", "warn", "info", "debug", "trace"].contains(&level.as_str()) {
+            return Err(invalid(
+                "log_level",
+                &self.log_level,
+                "expected error, warn, info, debug or trace",
+            ));
+        }
+        let mqtt = self.mqtt.validate(&self.node, &invalid)?;
+        let state_dir = self
+            .state_dir
+            .or_else(|| std::env::var_os("STATE_DIRECTORY").map(PathBuf::from))
+            .unwrap_or_else(|| PathBuf::from("."));
+        let mut names = HashSet::new();
+        let mut sources = Vec::new();
+        for (i, s) in self.source.into_iter().enumerate() {
+            let key = |k: &str| format!("source[{i}].{k}");
+            if !is_topic_segment(&s.name) {
+                return Err(invalid(&key("name"), &s.name, TOPIC_RULE));
+            }
+            if !names.insert(s.name.clone()) {
+                return Err(invalid(&key("name"), &s.name, "two sources share this name"));
+            }
+            let device = match s.device.strip_prefix("file:") {
+                Some(path) if path.is_empty() => {
+                    return Err(invalid(&key("device"), &s.device, "file: needs a path"));
+                }
+                Some(path) => Device::File {
+                    path: path.into(),
+                    realtime: s.realtime,
+                },
+                None if s.device.trim().is_empty() => {
+                    return Err(invalid(&key("device"), &s.device, "empty device"));
+                }
+                None => Device::Cpal(s.device.clone()),
+            };
+            let mode = match s.mode.as_str() {
+                "continuous" => Mode::Continuous,
+                "tap" => Mode::Tap,
+                _ => return Err(invalid(&key("mode"), &s.mode, "expected continuous or tap")),
+            };
+            if !(s.learn_seconds.is_finite() && s.learn_seconds > 0.0) {
+                return Err(invalid(&key("learn_seconds"), &s.learn_seconds, "must be > 0"));
+            }
+            if s.raise_n == 0 || s.raise_k == 0 || s.raise_k > s.raise_n || s.raise_n > 64 {
+                return Err(invalid(
+                    &key("raise_k"),
+                    &(s.raise_k, s.raise_n),
+                    "need 1 <= raise_k <= raise_n <= 64",
+                ));
+            }
+            if s.clear_m == 0 {
+                return Err(invalid(&key("clear_m"), &s.clear_m, "must be >= 1"));
+            }
+            if !(s.threshold_scale.is_finite() && s.threshold_scale > 0.0) {
+                return Err(invalid(&key("threshold_scale"), &s.threshold_scale, "must be > 0"));
+            }
+            if !(s.ring_seconds.is_finite() && (0.1..=600.0).contains(&s.ring_seconds)) {
+                return Err(invalid(&key("ring_seconds"), &s.ring_seconds, "must be in 0.1..=600"));
+            }
+            if let Some(rate) = s.sample_rate_hz
+                && !(4000..=384_000).contains(&rate)
+            {
+                return Err(invalid(&key("sample_rate_hz"), &rate, "must be in 4000..=384000"));
+            }
+            if s.window_hop_frames == Some(0) {
+                return Err(invalid(&key("window_hop_frames"), &0, "must be >= 1"));
+            }
+            let bank = s
+                .bank
+                .unwrap_or_else(|| PathBuf::from(format!("{}.bank.safetensors", s.name)));
+            let bank = if bank.is_relative() {
+                state_dir.join(bank)
+            } else {
+                bank
+            };
+            sources.push(SourceConfig {
+                name: s.name,
+                device,
+                mode,
+                model: s.model,
+                bank,
+                learn_seconds: s.learn_seconds,
+                channel: s.channel,
+                sample_rate_hz: s.sample_rate_hz,
+                window_hop_frames: s.window_hop_frames,
+                raise_k: s.raise_k,
+                raise_n: s.raise_n,
+                clear_m: s.clear_m,
+                threshold_scale: s.threshold_scale,
+                ring_seconds: s.ring_seconds,
+            });
+        }
+        Ok(Config {
+            file: file.to_path_buf(),
+            node: self.node,
+            state_dir,
+            log_level: level,
+            mqtt,
+            sources,
+        })
+    }
+}
+
+type Invalid<'a> = dyn Fn(&str, &dyn std::fmt::Debug, &str) -> ConfigError + 'a;
+
+impl RawMqtt {
+    fn validate(self, node: &str, invalid: &Invalid) -> Result<MqttConfig, ConfigError> {
+        let broker = match &self.url {
+            None => Broker::Embedded {
+                port: self.embedded_port,
+            },
+            Some(url) => {
+                let (host, port) = parse_mqtt_url(url)
+                    .ok_or_else(|| invalid("mqtt.url", url, "expected mqtt://HOST[:PORT]"))?;
+                Broker::External { host, port }
+            }
+        };
+        if self.prefix.is_empty() || self.prefix.contains(['#', '+']) {
+            return Err(invalid("mqtt.prefix", &self.prefix, "non-empty, without # or +"));
+        }
+        for (key, v) in [
+            ("mqtt.reconnect_max_s", self.reconnect_max_s),
+            ("mqtt.health_interval_s", self.health_interval_s),
+            ("mqtt.state_interval_s", self.state_interval_s),
+            ("mqtt.event_update_s", self.event_update_s),
+        ] {
+            if !(v.is_finite() && v > 0.0) {
+                return Err(invalid(key, &v, "must be > 0"));
+            }
+        }
+        if self.keep_alive_s < 5 {
+            return Err(invalid("mqtt.keep_alive_s", &self.keep_alive_s, "must be >= 5"));
+        }
+        Ok(MqttConfig {
+            broker,
+            prefix: self.prefix,
+            client_id: self.client_id.unwrap_or_else(|| format!("hark-{node}")),
+            keep_alive_s: self.keep_alive_s,
+            reconnect_max_s: self.reconnect_max_s,
+            health_interval_s: self.health_interval_s,
+            state_interval_s: self.state_interval_s,
+            event_update_s: self.event_update_s,
+        })
+    }
+}
+
+const TOPIC_RULE: &str = "must be non-empty and contain no '/', '#', '+' or spaces";
+
+fn is_topic_segment(s: &str) -> bool {
+    !s.is_empty() && !s.contains(['/', '#', '+', ' ', '\0'])
+}
+
+/// `mqtt://host[:port]` → (host, port); `tcp://` is accepted as a synonym.
+fn parse_mqtt_url(url: &str) -> Option<(String, u16)> {
+    let rest = url
+        .strip_prefix("mqtt://")
+        .or_else(|| url.strip_prefix("tcp://"))?;
+    let rest = rest.trim_end_matches('/');
+    let (host, port) = match rest.rsplit_once(':') {
+        Some((h, p)) => (h, p.parse().ok()?),
+        None => (rest, 1883),
+    };
+    (!host.is_empty()).then(|| (host.to_string(), port))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("test.toml"))
+    }
+
+    #[test]
+    fn shipped_config_parses_and_validates() {
+        let text = include_str!("../config/hark.toml");
+        let cfg = parse(text).expect("config/hark.toml must validate");
+        assert_eq!(cfg.sources.len(), 1);
+        assert_eq!(cfg.sources[0].mode, Mode::Continuous);
+        assert_eq!(cfg.mqtt.prefix, "hark");
+    }
+
+    #[test]
+    fn shipped_config_with_every_key_uncommented_validates() {
+        // Lines like `# key = value` document optional keys; they must be real keys.
+        let text: String = include_str!("../config/hark.toml")
+            .lines()
+            .map(|l| match l.strip_prefix("# ") {
+                Some(rest) if is_assignment(rest) => rest,
+                _ => l,
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        parse(&text).expect("every documented key must be accepted");
+    }
+
+    /// `key = value` with a bare TOML key.
+    fn is_assignment(line: &str) -> bool {
+        line.split_once(" = ").is_some_and(|(k, _)| {
+            !k.is_empty() && k.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        })
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = parse("node = \"a\"\nbogus = 1\n").unwrap_err().to_string();
+        assert!(err.contains("bogus"), "{err}");
+        assert!(!err.contains('\n'), "one line: {err}");
+    }
+
+    #[test]
+    fn malformed_toml_names_line() {
+        let err = parse("node = \"a\"\n[mqtt\n").unwrap_err().to_string();
+        assert!(err.contains("line 2"), "{err}");
+    }
+
+    #[test]
+    fn invalid_values_name_key_and_value() {
+        let err = parse("[[source]]\nname = \"p\"\nmode = \"sometimes\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("source[0].mode") && err.contains("sometimes"), "{err}");
+        let err = parse("[[source]]\nname = \"p\"\n[[source]]\nname = \"p\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("source[1].name"), "{err}");
+        let err = parse("[mqtt]\nurl = \"http://x\"\n").unwrap_err().to_string();
+        assert!(err.contains("mqtt.url") && err.contains("http://x"), "{err}");
+    }
+
+    #[test]
+    fn defaults_and_derived_values() {
+        let cfg = parse("state_dir = \"/var/lib/hark\"\n[[source]]\nname = \"pump\"\n").unwrap();
+        let s = &cfg.sources[0];
+        assert_eq!(s.bank, PathBuf::from("/var/lib/hark/pump.bank.safetensors"));
+        assert_eq!(s.device, Device::Cpal("default".into()));
+        assert_eq!(cfg.mqtt.broker, Broker::Embedded { port: 1883 });
+        assert_eq!(cfg.mqtt.client_id, "hark-hark");
+        let cfg = parse("[mqtt]\nurl = \"mqtt://10.0.0.2\"\n").unwrap();
+        assert_eq!(
+            cfg.mqtt.broker,
+            Broker::External {
+                host: "10.0.0.2".into(),
+                port: 1883
+            }
+        );
+    }
+}

@@ -1,0 +1,207 @@
+//! Wiring and supervision: every ring, queue and thread of `hark run` is made here.
+//!
+//! Start-up loads and checks everything that can be wrong (models, banks, devices)
+//! before it touches MQTT, so bad input fails fast with one line. Shutdown is ordered:
+//! stop capture → dsp drains and exits → inference exits → alarm publishes `offline`
+//! and disconnects → joins.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use crossbeam_channel::bounded;
+use ringbuf::HeapRb;
+use ringbuf::traits::Split;
+
+use crate::alarm::SourceTopics;
+use crate::bank::NormalBank;
+use crate::capture::{Capture, Input};
+use crate::config::{Broker, Config, Mode, SourceConfig};
+use crate::frontend::FrontEnd;
+use crate::health::SourceHealth;
+use crate::inference::Inference;
+use crate::model::Embedder;
+use crate::mqtt::Mqtt;
+use crate::spectrogram::FrontEndParams;
+
+/// Windows queued between dsp and inference (~16 s at the default hop).
+const WINDOW_QUEUE: usize = 64;
+/// Reports queued between inference and alarm.
+const REPORT_QUEUE: usize = 1024;
+
+/// A source's model, bank and front-end geometry, checked against each other.
+#[derive(Debug)]
+pub struct Loaded {
+    /// The network.
+    pub embedder: Embedder,
+    /// The bank, or `None` when the file does not exist yet (learn first).
+    pub bank: Option<NormalBank>,
+    /// Geometry with the config's window hop applied.
+    pub front: FrontEndParams,
+}
+
+/// Loads a source's model and bank and checks they fit the config and each other.
+pub fn load_source(s: &SourceConfig, cfg_file: &Path) -> anyhow::Result<Loaded> {
+    let embedder = Embedder::load(&s.model)?;
+    let meta = embedder.meta();
+    let mode = match s.mode {
+        Mode::Continuous => "continuous",
+        Mode::Tap => "tap",
+    };
+    if meta.mode != mode {
+        bail!(
+            "{}: source {:?} has mode = {mode:?}, but model {} is a {:?} model",
+            cfg_file.display(),
+            s.name,
+            s.model.display(),
+            meta.mode
+        );
+    }
+    if s.mode == Mode::Tap {
+        bail!("{}: source {:?}: mode = \"tap\" is not supported yet", cfg_file.display(), s.name);
+    }
+    let mut front = meta.front;
+    if let Some(h) = s.window_hop_frames {
+        if h > front.frames {
+            bail!(
+                "{}: source {:?}: window_hop_frames = {h} exceeds the model's frames = {}",
+                cfg_file.display(),
+                s.name,
+                front.frames
+            );
+        }
+        front.window_hop_frames = h;
+    }
+    let bank = if s.bank.exists() {
+        let bank = NormalBank::load(&s.bank, embedder.hash(), &s.model)?;
+        if bank.dim() != meta.embedding_dim {
+            bail!(
+                "{}: embeddings have {} values, model {} makes {}",
+                s.bank.display(),
+                bank.dim(),
+                s.model.display(),
+                meta.embedding_dim
+            );
+        }
+        Some(bank)
+    } else {
+        None
+    };
+    Ok(Loaded { embedder, bank, front })
+}
+
+struct Running {
+    name: String,
+    capture: Option<Capture>,
+    dsp: JoinHandle<()>,
+    inference: JoinHandle<()>,
+}
+
+/// Runs the daemon until `shutdown` is set (SIGTERM/SIGINT).
+pub fn run(cfg: &Config, shutdown: &AtomicBool) -> anyhow::Result<()> {
+    let started = Instant::now();
+    if cfg.sources.is_empty() {
+        bail!("{}: no [[source]] is configured", cfg.file.display());
+    }
+    let mut prepared = Vec::new();
+    for s in &cfg.sources {
+        let loaded = load_source(s, &cfg.file)?;
+        let input = Input::open(s)?;
+        prepared.push((s, loaded, input));
+    }
+    if let Broker::Embedded { port } = cfg.mqtt.broker {
+        crate::broker::start_embedded(port)?;
+    }
+    let mqtt = Mqtt::start(&cfg.mqtt, &cfg.node);
+    let (report_tx, report_rx) = bounded(REPORT_QUEUE);
+    let mut topics = Vec::new();
+    let mut running = Vec::new();
+    for (i, (s, loaded, input)) in prepared.into_iter().enumerate() {
+        let health = Arc::new(SourceHealth::new());
+        topics.push(SourceTopics {
+            base: format!("{}/{}/{}", cfg.mqtt.prefix, cfg.node, s.name),
+            health: health.clone(),
+        });
+        running.push(start_source(i, s, loaded, input, health, report_tx.clone(), cfg)?);
+    }
+    let alarm_cfg = cfg.mqtt.clone();
+    let alarm = std::thread::Builder::new()
+        .name("alarm".into())
+        .spawn(move || crate::alarm::run(mqtt, alarm_cfg, topics, report_rx))
+        .context("cannot start the alarm thread")?;
+    tracing::info!(
+        sources = running.len(),
+        startup_ms = started.elapsed().as_millis() as u64,
+        "capturing"
+    );
+    while !shutdown.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    tracing::info!("shutting down");
+    for r in &mut running {
+        drop(r.capture.take());
+    }
+    for r in running {
+        for (stage, h) in [("dsp", r.dsp), ("inference", r.inference)] {
+            if h.join().is_err() {
+                tracing::error!(source = %r.name, stage, "stage panicked");
+            }
+        }
+    }
+    drop(report_tx);
+    if alarm.join().is_err() {
+        tracing::error!("alarm stage panicked");
+    }
+    Ok(())
+}
+
+fn start_source(
+    index: usize,
+    s: &SourceConfig,
+    loaded: Loaded,
+    input: Input,
+    health: Arc<SourceHealth>,
+    reports: crossbeam_channel::Sender<crate::report::Report>,
+    cfg: &Config,
+) -> anyhow::Result<Running> {
+    let rate = input.sample_rate_hz();
+    let lossless = input.lossless();
+    let capacity = ((rate as f64 * s.ring_seconds) as usize).max(8192);
+    let (producer, consumer) = HeapRb::<f32>::new(capacity).split();
+    let front = FrontEnd::new(loaded.front, rate)?;
+    let (window_tx, window_rx) = bounded(WINDOW_QUEUE);
+    let inference = Inference {
+        source: index,
+        name: s.name.clone(),
+        embedder: loaded.embedder,
+        bank: loaded.bank,
+        bank_path: s.bank.clone(),
+        learn_seconds: s.learn_seconds,
+        decision: (s.raise_k, s.raise_n, s.clear_m, s.threshold_scale),
+        event_update_s: cfg.mqtt.event_update_s,
+        lossless,
+        health: health.clone(),
+    };
+    let inference = std::thread::Builder::new()
+        .name("inference".into())
+        .spawn(move || inference.run(window_rx, reports))
+        .context("cannot start an inference thread")?;
+    let dsp_health = health.clone();
+    let dsp = std::thread::Builder::new()
+        .name("dsp".into())
+        .spawn(move || crate::dsp::run(consumer, front, window_tx, lossless, dsp_health))
+        .context("cannot start a dsp thread")?;
+    let capture = input
+        .start(s.channel, producer, health)
+        .with_context(|| format!("source {:?}", s.name))?;
+    tracing::info!(source = %s.name, rate_hz = rate, "capture started");
+    Ok(Running {
+        name: s.name.clone(),
+        capture: Some(capture),
+        dsp,
+        inference,
+    })
+}

@@ -1,0 +1,140 @@
+//! Turns window scores into decisions: k-of-n raise, m-clean clear. Pure and tested.
+//!
+//! One window over threshold is not an alarm: `raise_k` of the last `raise_n` windows
+//! must be. Once raised, `clear_m` consecutive windows under threshold clear it. This
+//! hysteresis is what keeps a pump's odd clank from paging someone at 3 a.m.
+
+use crate::bank::NormalBank;
+
+/// What a window changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transition {
+    /// Nothing changed.
+    None,
+    /// An anomaly started with this window.
+    Raise,
+    /// The running anomaly ended with this window.
+    Clear,
+}
+
+/// Scores windows against a bank and keeps the hysteresis state.
+#[derive(Debug, Clone)]
+pub struct Detector {
+    bank: NormalBank,
+    threshold: f32,
+    raise_k: u32,
+    raise_n: u32,
+    clear_m: usize,
+    /// Bit i set: the window i steps ago was over threshold (bit 0 = newest).
+    history: u64,
+    clean_run: usize,
+    active: bool,
+}
+
+impl Detector {
+    /// A detector with the bank's calibrated threshold times `threshold_scale`.
+    pub fn new(bank: NormalBank, threshold_scale: f64, raise_k: usize, raise_n: usize, clear_m: usize) -> Detector {
+        let threshold = bank.calibration.threshold * threshold_scale as f32;
+        Detector {
+            bank,
+            threshold,
+            raise_k: raise_k as u32,
+            raise_n: raise_n as u32,
+            clear_m,
+            history: 0,
+            clean_run: 0,
+            active: false,
+        }
+    }
+
+    /// The effective threshold.
+    pub fn threshold(&self) -> f32 {
+        self.threshold
+    }
+
+    /// The bank in use.
+    pub fn bank(&self) -> &NormalBank {
+        &self.bank
+    }
+
+    /// Whether an anomaly is running.
+    pub fn active(&self) -> bool {
+        self.active
+    }
+
+    /// Cosine distance of a unit-norm embedding to the nearest normal one.
+    pub fn score(&self, embedding: &[f32]) -> f32 {
+        self.bank.nearest(embedding).0
+    }
+
+    /// Feeds one window's score; returns what it changed.
+    pub fn update(&mut self, score: f32) -> Transition {
+        let over = score > self.threshold;
+        let mask = if self.raise_n >= 64 { u64::MAX } else { (1u64 << self.raise_n) - 1 };
+        self.history = ((self.history << 1) | over as u64) & mask;
+        self.clean_run = if over { 0 } else { self.clean_run + 1 };
+        if !self.active && self.history.count_ones() >= self.raise_k {
+            self.active = true;
+            Transition::Raise
+        } else if self.active && self.clean_run >= self.clear_m {
+            self.active = false;
+            self.history = 0;
+            Transition::Clear
+        } else {
+            Transition::None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bank::Origin;
+
+    fn detector(k: usize, n: usize, m: usize) -> Detector {
+        let e = vec![vec![1.0, 0.0], vec![0.0, 1.0]];
+        let o = [Origin { segment: 0, index: 0 }, Origin { segment: 1, index: 0 }];
+        let mut bank = NormalBank::build(&e, &o, 0, 10, 0.01, "h").unwrap();
+        bank.calibration.threshold = 0.5;
+        Detector::new(bank, 1.0, k, n, m)
+    }
+
+    #[test]
+    fn needs_k_of_n_to_raise() {
+        let mut d = detector(3, 4, 2);
+        assert_eq!(d.update(0.9), Transition::None);
+        assert_eq!(d.update(0.1), Transition::None);
+        assert_eq!(d.update(0.9), Transition::None);
+        assert_eq!(d.update(0.9), Transition::Raise);
+        assert!(d.active());
+    }
+
+    #[test]
+    fn isolated_spikes_never_raise() {
+        let mut d = detector(3, 4, 2);
+        for i in 0..100 {
+            let s = if i % 3 == 0 { 0.9 } else { 0.1 };
+            assert_eq!(d.update(s), Transition::None);
+        }
+    }
+
+    #[test]
+    fn needs_m_clean_windows_to_clear() {
+        let mut d = detector(1, 1, 3);
+        assert_eq!(d.update(0.9), Transition::Raise);
+        assert_eq!(d.update(0.1), Transition::None);
+        assert_eq!(d.update(0.1), Transition::None);
+        assert_eq!(d.update(0.9), Transition::None, "a dirty window resets the count");
+        assert_eq!(d.update(0.1), Transition::None);
+        assert_eq!(d.update(0.1), Transition::None);
+        assert_eq!(d.update(0.1), Transition::Clear);
+        assert!(!d.active());
+    }
+
+    #[test]
+    fn scale_moves_the_threshold() {
+        let d = detector(1, 1, 1);
+        assert_eq!(d.threshold(), 0.5);
+        assert!((d.score(&[1.0, 0.0])).abs() < 1e-6);
+    }
+}

@@ -1,0 +1,67 @@
+//! Stage 2, dsp: drains a source's ring into its [`FrontEnd`] and hands windows on.
+//!
+//! The ring offers no way to wait, so the thread polls it at a fraction of the window
+//! hop. A full queue to inference drops the window and counts it, never blocking the
+//! ring (a `lossless` file source waits instead: nothing is live to fall behind).
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use crossbeam_channel::{Sender, TrySendError};
+use ringbuf::HeapCons;
+use ringbuf::traits::{Consumer, Observer};
+
+use crate::frontend::{FrontEnd, Window};
+use crate::health::SourceHealth;
+
+/// Samples taken from the ring per step.
+const CHUNK: usize = 4096;
+
+/// The dsp thread body. Returns when the producer is gone and the ring is drained, or
+/// when inference has hung up.
+pub fn run(
+    mut ring: HeapCons<f32>,
+    mut front: FrontEnd,
+    windows: Sender<Window>,
+    lossless: bool,
+    health: Arc<SourceHealth>,
+) {
+    let p = *front.params();
+    let idle = Duration::from_secs_f64((p.hop as f64 / p.sample_rate_hz as f64 / 2.0).clamp(0.001, 0.02));
+    let mut buf = vec![0.0f32; CHUNK];
+    let mut open = true;
+    while open {
+        let n = ring.pop_slice(&mut buf);
+        if n == 0 {
+            if !ring.write_is_held() && ring.is_empty() {
+                break;
+            }
+            std::thread::sleep(idle);
+            continue;
+        }
+        let clipped = buf[..n].iter().filter(|x| x.abs() >= 0.999).count();
+        if clipped > 0 {
+            health.clipped_samples.fetch_add(clipped as u64, Ordering::Relaxed);
+        }
+        health.samples_in.fetch_add(n as u64, Ordering::Relaxed);
+        front.push(&buf[..n], &mut |w| {
+            health.set_level_dbfs(w.level_dbfs);
+            let sent = if lossless {
+                windows.send(w).map_err(|_| ())
+            } else {
+                match windows.try_send(w) {
+                    Ok(()) => Ok(()),
+                    Err(TrySendError::Full(_)) => {
+                        health.dropped_windows.fetch_add(1, Ordering::Relaxed);
+                        Ok(())
+                    }
+                    Err(TrySendError::Disconnected(_)) => Err(()),
+                }
+            };
+            if sent.is_err() {
+                open = false;
+            }
+        });
+    }
+}

@@ -1,0 +1,62 @@
+//! Per-source counters shared between stages: written with atomics by the stage that
+//! knows, read by the alarm stage for the `health` topic. Nothing here blocks.
+
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+
+/// Live counters of one source.
+#[derive(Debug, Default)]
+pub struct SourceHealth {
+    /// False after a capture error, until the stream works again.
+    pub capture_ok: AtomicBool,
+    /// Capture rate in Hz (what the device delivers).
+    pub sample_rate_hz: AtomicU32,
+    /// Samples the capture callback could not fit into the ring.
+    pub dropped_samples: AtomicU64,
+    /// Windows the dsp stage could not hand to inference (queue full).
+    pub dropped_windows: AtomicU64,
+    /// Windows embedded and scored so far.
+    pub windows: AtomicU64,
+    /// Samples at or beyond full scale since the last health report.
+    pub clipped_samples: AtomicU64,
+    /// Level of the latest window in dBFS, as f32 bits.
+    level_dbfs_bits: AtomicU32,
+    /// Samples the dsp stage consumed so far (progress, for the watchdog).
+    pub samples_in: AtomicU64,
+    /// Set once the source's input has ended (a `file:` device reached its end).
+    pub ended: AtomicBool,
+}
+
+impl SourceHealth {
+    /// A fresh record for a source about to open its device.
+    pub fn new() -> SourceHealth {
+        let h = SourceHealth::default();
+        h.set_level_dbfs(-100.0);
+        h
+    }
+
+    /// Records the latest window's level.
+    pub fn set_level_dbfs(&self, db: f32) {
+        self.level_dbfs_bits.store(db.to_bits(), Ordering::Relaxed);
+    }
+
+    /// The latest window's level.
+    pub fn level_dbfs(&self) -> f32 {
+        f32::from_bits(self.level_dbfs_bits.load(Ordering::Relaxed))
+    }
+
+    /// The `health` payload; resets the clipping counter it reports.
+    pub fn snapshot_json(&self) -> serde_json::Value {
+        let clipped = self.clipped_samples.swap(0, Ordering::Relaxed);
+        serde_json::json!({
+            "capture_ok": self.capture_ok.load(Ordering::Relaxed),
+            "sample_rate": self.sample_rate_hz.load(Ordering::Relaxed),
+            "dropped_samples": self.dropped_samples.load(Ordering::Relaxed),
+            "dropped_windows": self.dropped_windows.load(Ordering::Relaxed),
+            "level_dbfs": (self.level_dbfs() * 10.0).round() / 10.0,
+            "clipping": clipped > 0,
+            "clipped_samples": clipped,
+            "windows": self.windows.load(Ordering::Relaxed),
+            "ended": self.ended.load(Ordering::Relaxed),
+        })
+    }
+}

@@ -1,0 +1,228 @@
+//! Stage 3, inference: embeds windows, learns a bank or scores against it, and turns
+//! scores into state and event reports for the alarm stage.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::SystemTime;
+
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+
+use crate::bank::{NormalBank, Origin};
+use crate::detector::{Detector, Transition};
+use crate::frontend::Window;
+use crate::health::SourceHealth;
+use crate::model::Embedder;
+use crate::report::{Event, EventKind, Report, SourceState};
+
+/// Most embeddings a bank keeps (k-center coreset); scoring stays ~100 µs per window.
+pub const MAX_BANK: usize = 2048;
+/// False-alarm rate per window the learned threshold is set for.
+pub const TARGET_FAR: f32 = 0.01;
+/// Windows scored in one network call when several are waiting.
+const MAX_BATCH: usize = 16;
+
+/// Everything one source's inference thread owns.
+#[derive(Debug)]
+pub struct Inference {
+    /// Index of the source (for reports).
+    pub source: usize,
+    /// Source name (for event ids and logs).
+    pub name: String,
+    /// The network.
+    pub embedder: Embedder,
+    /// The bank, if one was loaded; otherwise the thread learns one.
+    pub bank: Option<NormalBank>,
+    /// Where a learned bank is saved.
+    pub bank_path: PathBuf,
+    /// Seconds of sound to learn from.
+    pub learn_seconds: f64,
+    /// Hysteresis and threshold settings: (raise_k, raise_n, clear_m, threshold_scale).
+    pub decision: (usize, usize, usize, f64),
+    /// Stream seconds between `update` events.
+    pub event_update_s: f64,
+    /// Block instead of dropping when the alarm queue is full.
+    pub lossless: bool,
+    /// Shared counters.
+    pub health: Arc<SourceHealth>,
+}
+
+enum Phase {
+    Learning { embeddings: Vec<Vec<f32>>, origins: Vec<Origin> },
+    Armed(Detector),
+}
+
+struct Running {
+    event: Event,
+    last_update_t: f64,
+}
+
+impl Inference {
+    /// The inference thread body; returns when the dsp stage hangs up.
+    pub fn run(self, windows: Receiver<Window>, reports: Sender<Report>) {
+        let send = |r: Report| {
+            if self.lossless {
+                let _ = reports.send(r);
+            } else if let Err(TrySendError::Full(_)) = reports.try_send(r) {
+                tracing::warn!(source = %self.name, "alarm queue full: report dropped");
+            }
+        };
+        let mut phase = match self.bank.clone() {
+            Some(bank) => Phase::Armed(self.detector(bank)),
+            None => {
+                tracing::info!(source = %self.name, seconds = self.learn_seconds, "no bank: learning");
+                Phase::Learning { embeddings: Vec::new(), origins: Vec::new() }
+            }
+        };
+        let initial = match phase {
+            Phase::Learning { .. } => SourceState::Learning,
+            Phase::Armed(_) => SourceState::Normal,
+        };
+        send(Report::State { source: self.source, state: initial, score: None, threshold: None, t: 0.0 });
+        let mut running: Option<Running> = None;
+        let mut last_t = 0.0;
+        let mut batch: Vec<Window> = Vec::with_capacity(MAX_BATCH);
+        while let Ok(first) = windows.recv() {
+            batch.clear();
+            batch.push(first);
+            while batch.len() < MAX_BATCH {
+                match windows.try_recv() {
+                    Ok(w) => batch.push(w),
+                    Err(_) => break,
+                }
+            }
+            let slices: Vec<&[f32]> = batch.iter().map(|w| w.mels.as_slice()).collect();
+            let embeddings = match self.embedder.embed(&slices) {
+                Ok(e) => e,
+                Err(e) => {
+                    tracing::error!(source = %self.name, "embedding failed: {e}");
+                    continue;
+                }
+            };
+            self.health.windows.fetch_add(batch.len() as u64, Ordering::Relaxed);
+            for (w, emb) in batch.iter().zip(embeddings) {
+                last_t = w.t_end_s;
+                match &mut phase {
+                    Phase::Learning { embeddings, origins } => {
+                        embeddings.push(emb);
+                        origins.push(Origin { segment: 0, index: w.index as u32 });
+                        if w.t_end_s >= self.learn_seconds {
+                            if let Some(det) = self.finish_learning(embeddings, origins) {
+                                send(Report::State {
+                                    source: self.source,
+                                    state: SourceState::Normal,
+                                    score: None,
+                                    threshold: Some(det.threshold()),
+                                    t: w.t_end_s,
+                                });
+                                phase = Phase::Armed(det);
+                            }
+                        }
+                    }
+                    Phase::Armed(det) => {
+                        let score = det.score(&emb);
+                        let transition = det.update(score);
+                        self.on_score(w, score, det.threshold(), transition, &mut running, &send);
+                        let state = if det.active() { SourceState::Anomaly } else { SourceState::Normal };
+                        send(Report::State {
+                            source: self.source,
+                            state,
+                            score: Some(score),
+                            threshold: Some(det.threshold()),
+                            t: w.t_end_s,
+                        });
+                    }
+                }
+            }
+        }
+        // Input ended during an anomaly: close the event so subscribers are not left hanging.
+        if let Some(mut r) = running.take() {
+            r.event.kind = EventKind::End;
+            r.event.ts_end = Some(SystemTime::now());
+            r.event.t_end = last_t;
+            send(Report::Event { source: self.source, event: r.event });
+        }
+    }
+
+    fn detector(&self, bank: NormalBank) -> Detector {
+        let (k, n, m, scale) = self.decision;
+        Detector::new(bank, scale, k, n, m)
+    }
+
+    fn finish_learning(&self, embeddings: &mut Vec<Vec<f32>>, origins: &mut Vec<Origin>) -> Option<Detector> {
+        let p = self.embedder.meta().front;
+        let guard = p.frames.div_ceil(p.window_hop_frames) as u32;
+        let bank = match NormalBank::build(embeddings, origins, guard, MAX_BANK, TARGET_FAR, self.embedder.hash()) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!(source = %self.name, "cannot enrol yet: {e:#}");
+                return None;
+            }
+        };
+        embeddings.clear();
+        origins.clear();
+        match bank.save(&self.bank_path) {
+            Ok(()) => tracing::info!(source = %self.name, bank = %self.bank_path.display(), size = bank.len(), threshold = bank.calibration.threshold, "learned normal bank"),
+            // Detection goes on with the bank in memory; the next start learns again.
+            Err(e) => tracing::error!(source = %self.name, "learned bank not saved: {e:#}"),
+        }
+        Some(self.detector(bank))
+    }
+
+    fn on_score(
+        &self,
+        w: &Window,
+        score: f32,
+        threshold: f32,
+        transition: Transition,
+        running: &mut Option<Running>,
+        send: &dyn Fn(Report),
+    ) {
+        let now = SystemTime::now();
+        match transition {
+            Transition::Raise => {
+                let millis = now.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
+                let event = Event {
+                    id: format!("{}-{millis}", self.name),
+                    kind: EventKind::Start,
+                    ts_start: now,
+                    ts_end: None,
+                    t_start: w.t_start_s,
+                    t_end: w.t_end_s,
+                    score_max: score,
+                    threshold,
+                    model: file_name(self.embedder.path()),
+                    bank: file_name(&self.bank_path),
+                };
+                tracing::warn!(source = %self.name, id = %event.id, score, threshold, "anomaly raised");
+                send(Report::Event { source: self.source, event: event.clone() });
+                *running = Some(Running { event, last_update_t: w.t_end_s });
+            }
+            Transition::Clear => {
+                if let Some(mut r) = running.take() {
+                    r.event.kind = EventKind::End;
+                    r.event.ts_end = Some(now);
+                    r.event.t_end = w.t_end_s;
+                    r.event.score_max = r.event.score_max.max(score);
+                    tracing::info!(source = %self.name, id = %r.event.id, score_max = r.event.score_max, "anomaly cleared");
+                    send(Report::Event { source: self.source, event: r.event });
+                }
+            }
+            Transition::None => {
+                if let Some(r) = running.as_mut() {
+                    r.event.score_max = r.event.score_max.max(score);
+                    r.event.t_end = w.t_end_s;
+                    if w.t_end_s - r.last_update_t >= self.event_update_s {
+                        r.last_update_t = w.t_end_s;
+                        r.event.kind = EventKind::Update;
+                        send(Report::Event { source: self.source, event: r.event.clone() });
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn file_name(p: &std::path::Path) -> String {
+    p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+}

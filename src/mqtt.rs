@@ -1,0 +1,149 @@
+//! The MQTT connection: a rumqttc client handle plus a driver thread that polls the
+//! connection, announces `online` on every (re)connect, and backs off between attempts.
+//!
+//! rumqttc reconnects only while it is polled, and with no delay of its own; the driver
+//! sleeps a capped exponential backoff after each failure so an absent broker costs a
+//! few wake-ups a minute, not a busy loop.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use rumqttc::{Client, Event, LastWill, MqttOptions, Packet, QoS};
+
+use crate::config::{Broker, MqttConfig};
+
+/// Requests rumqttc may queue while the broker is away before `try_publish` fails.
+const REQUEST_CAPACITY: usize = 1024;
+
+/// A connected (or connecting) client. Dropping it does not disconnect: call
+/// [`Mqtt::shutdown`] for the orderly `offline` + disconnect.
+pub struct Mqtt {
+    /// Publishing handle.
+    pub client: Client,
+    /// True between a ConnAck and the next connection error.
+    pub connected: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+    driver: Option<JoinHandle<()>>,
+    availability: String,
+}
+
+impl std::fmt::Debug for Mqtt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mqtt")
+            .field("availability", &self.availability)
+            .field("connected", &self.connected)
+            .finish()
+    }
+}
+
+/// The availability topic of a node.
+pub fn availability_topic(prefix: &str, node: &str) -> String {
+    format!("{prefix}/{node}/availability")
+}
+
+/// Next backoff delay: doubles from 0.5 s up to `max_s`.
+pub fn backoff(attempt: u32, max_s: f64) -> Duration {
+    let s = 0.5 * 2f64.powi(attempt.min(16) as i32);
+    Duration::from_secs_f64(s.min(max_s))
+}
+
+impl Mqtt {
+    /// Starts the client and its driver thread. Never blocks on the broker.
+    pub fn start(cfg: &MqttConfig, node: &str) -> Mqtt {
+        let (host, port) = match &cfg.broker {
+            Broker::External { host, port } => (host.clone(), *port),
+            Broker::Embedded { port } => ("127.0.0.1".to_string(), *port),
+        };
+        let availability = availability_topic(&cfg.prefix, node);
+        let mut opts = MqttOptions::new(cfg.client_id.clone(), host.clone(), port);
+        opts.set_keep_alive(Duration::from_secs(cfg.keep_alive_s));
+        opts.set_last_will(LastWill::new(&availability, "offline", QoS::AtLeastOnce, true));
+        let (client, mut connection) = Client::new(opts, REQUEST_CAPACITY);
+        let connected = Arc::new(AtomicBool::new(false));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (c2, connected2, stop2, topic2) = (client.clone(), connected.clone(), stop.clone(), availability.clone());
+        let max_s = cfg.reconnect_max_s;
+        let driver = std::thread::Builder::new()
+            .name("mqtt".into())
+            .spawn(move || {
+                let mut attempt = 0u32;
+                let mut last_warn: Option<Instant> = None;
+                for event in connection.iter() {
+                    match event {
+                        Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                            attempt = 0;
+                            connected2.store(true, Ordering::Relaxed);
+                            tracing::info!(broker = %format!("{host}:{port}"), "mqtt connected");
+                            let _ = c2.try_publish(&topic2, QoS::AtLeastOnce, true, "online");
+                        }
+                        Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) => {
+                            connected2.store(false, Ordering::Relaxed);
+                            break;
+                        }
+                        Ok(_) => {}
+                        Err(e) => {
+                            connected2.store(false, Ordering::Relaxed);
+                            if stop2.load(Ordering::Relaxed) {
+                                break;
+                            }
+                            let wait = backoff(attempt, max_s);
+                            attempt += 1;
+                            // Rate-limited: one line per minute while the broker stays away.
+                            if last_warn.is_none_or(|t| t.elapsed() > Duration::from_secs(60)) {
+                                tracing::warn!(broker = %format!("{host}:{port}"), "mqtt down: {e}; retrying in {:.1} s", wait.as_secs_f64());
+                                last_warn = Some(Instant::now());
+                            }
+                            std::thread::sleep(wait);
+                        }
+                    }
+                }
+            })
+            .expect("spawning a thread only fails when the OS is out of resources");
+        Mqtt {
+            client,
+            connected,
+            stop,
+            driver: Some(driver),
+            availability,
+        }
+    }
+
+    /// Publishes retained `offline`, disconnects, and joins the driver (at most ~2 s).
+    pub fn shutdown(mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if self.connected.load(Ordering::Relaxed) {
+            let _ = self
+                .client
+                .try_publish(&self.availability, QoS::AtLeastOnce, true, "offline");
+        }
+        let _ = self.client.try_disconnect();
+        if let Some(d) = self.driver.take() {
+            let deadline = Instant::now() + Duration::from_secs(2);
+            while !d.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            if d.is_finished() {
+                let _ = d.join();
+            } else {
+                // The broker is unreachable; the Last Will says offline for us.
+                tracing::warn!("mqtt driver did not stop within 2 s; leaving it");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_is_capped() {
+        assert_eq!(backoff(0, 30.0), Duration::from_millis(500));
+        assert_eq!(backoff(1, 30.0), Duration::from_secs(1));
+        assert_eq!(backoff(3, 30.0), Duration::from_secs(4));
+        assert_eq!(backoff(10, 30.0), Duration::from_secs(30));
+        assert_eq!(backoff(1000, 30.0), Duration::from_secs(30));
+    }
+}

@@ -1,0 +1,172 @@
+//! WAV input and output: any rate, channel count and sample format hound reads, as f32.
+//!
+//! Errors name the file and say what is wrong in one line; an empty or non-audio file is
+//! an error, not an empty signal.
+
+use std::path::{Path, PathBuf};
+
+/// A decoded clip: interleaved f32 samples in [-1, 1].
+#[derive(Debug, Clone)]
+pub struct Clip {
+    /// Samples per second per channel.
+    pub sample_rate_hz: u32,
+    /// Channels per frame.
+    pub channels: usize,
+    /// Interleaved samples (`frames × channels`).
+    pub samples: Vec<f32>,
+}
+
+/// A WAV file that could not be used.
+#[derive(Debug, thiserror::Error)]
+#[error("{file}: {why}")]
+pub struct WavError {
+    /// The file.
+    pub file: PathBuf,
+    /// What is wrong.
+    pub why: String,
+}
+
+impl Clip {
+    /// Reads a whole WAV file.
+    pub fn read(path: &Path) -> Result<Clip, WavError> {
+        let err = |why: String| WavError {
+            file: path.to_path_buf(),
+            why,
+        };
+        let reader = hound::WavReader::open(path).map_err(|e| err(describe(e)))?;
+        let spec = reader.spec();
+        if spec.channels == 0 || spec.sample_rate == 0 {
+            return Err(err(format!(
+                "invalid header: {} channels at {} Hz",
+                spec.channels, spec.sample_rate
+            )));
+        }
+        let samples: Result<Vec<f32>, hound::Error> = match spec.sample_format {
+            hound::SampleFormat::Float => reader.into_samples::<f32>().collect(),
+            hound::SampleFormat::Int => {
+                let scale = 1.0 / (1u64 << (spec.bits_per_sample - 1)) as f32;
+                reader
+                    .into_samples::<i32>()
+                    .map(|s| s.map(|v| v as f32 * scale))
+                    .collect()
+            }
+        };
+        let samples = samples.map_err(|e| err(describe(e)))?;
+        if samples.is_empty() {
+            return Err(err("no audio samples (empty file)".into()));
+        }
+        Ok(Clip {
+            sample_rate_hz: spec.sample_rate,
+            channels: spec.channels as usize,
+            samples,
+        })
+    }
+
+    /// Number of frames.
+    pub fn frames(&self) -> usize {
+        self.samples.len() / self.channels
+    }
+
+    /// Duration in seconds.
+    pub fn seconds(&self) -> f64 {
+        self.frames() as f64 / self.sample_rate_hz as f64
+    }
+
+    /// One channel (`Some(c)`) or the mean of all channels (`None`).
+    pub fn mono(&self, channel: Option<usize>) -> Vec<f32> {
+        let mut out = vec![0.0; self.frames()];
+        mix_into(&self.samples, self.channels, channel, &mut out);
+        out
+    }
+}
+
+/// Picks one channel or mixes all of interleaved `input` into `out` (one value per frame).
+///
+/// Used by the real-time capture callback too, so it never allocates. A channel beyond
+/// the device's count falls back to channel 0 (validated earlier, never reached).
+pub fn mix_into(input: &[f32], channels: usize, channel: Option<usize>, out: &mut [f32]) {
+    match (channels, channel) {
+        (1, _) => out.copy_from_slice(&input[..out.len()]),
+        (_, Some(c)) => {
+            let c = if c < channels { c } else { 0 };
+            for (o, frame) in out.iter_mut().zip(input.chunks_exact(channels)) {
+                *o = frame[c];
+            }
+        }
+        (_, None) => {
+            let scale = 1.0 / channels as f32;
+            for (o, frame) in out.iter_mut().zip(input.chunks_exact(channels)) {
+                *o = frame.iter().sum::<f32>() * scale;
+            }
+        }
+    }
+}
+
+fn describe(e: hound::Error) -> String {
+    match e {
+        hound::Error::IoError(e) => format!("cannot read: {e}"),
+        hound::Error::FormatError(m) => format!("not a WAV file ({m})"),
+        hound::Error::TooWide => "sample width too large".into(),
+        hound::Error::Unsupported => "unsupported WAV format".into(),
+        hound::Error::InvalidSampleFormat => "invalid sample format".into(),
+        hound::Error::UnfinishedSample => "truncated sample data".into(),
+    }
+}
+
+/// Writes mono f32 samples as a 16-bit PCM WAV.
+pub fn write_mono_i16(path: &Path, sample_rate_hz: u32, samples: &[f32]) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: sample_rate_hz,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut w = hound::WavWriter::create(path, spec)
+        .with_context(|| format!("{}: cannot create", path.display()))?;
+    for &s in samples {
+        w.write_sample((s * 32768.0).round().clamp(-32768.0, 32767.0) as i16)
+            .with_context(|| format!("{}: write failed", path.display()))?;
+    }
+    w.finalize()
+        .with_context(|| format!("{}: write failed", path.display()))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roundtrip_and_mixing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.wav");
+        let x: Vec<f32> = (0..100).map(|i| (i as f32 / 100.0) - 0.5).collect();
+        write_mono_i16(&path, 8000, &x).unwrap();
+        let clip = Clip::read(&path).unwrap();
+        assert_eq!(clip.sample_rate_hz, 8000);
+        assert_eq!(clip.frames(), 100);
+        for (a, b) in clip.mono(None).iter().zip(&x) {
+            assert!((a - b).abs() < 1e-4);
+        }
+        let stereo = [1.0, 3.0, -1.0, 1.0];
+        let mut out = [0.0; 2];
+        mix_into(&stereo, 2, None, &mut out);
+        assert_eq!(out, [2.0, 0.0]);
+        mix_into(&stereo, 2, Some(1), &mut out);
+        assert_eq!(out, [3.0, 1.0]);
+    }
+
+    #[test]
+    fn empty_and_non_audio_files_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let junk = dir.path().join("junk.wav");
+        std::fs::write(&junk, b"this is not audio at all").unwrap();
+        let e = Clip::read(&junk).unwrap_err().to_string();
+        assert!(e.contains("junk.wav") && e.contains("not a WAV"), "{e}");
+        let empty = dir.path().join("empty.wav");
+        write_mono_i16(&empty, 16000, &[]).unwrap();
+        let e = Clip::read(&empty).unwrap_err().to_string();
+        assert!(e.contains("empty"), "{e}");
+    }
+}
