@@ -34,11 +34,21 @@ struct Last {
 pub fn run(mqtt: Mqtt, cfg: MqttConfig, sources: Vec<SourceTopics>, reports: Receiver<Report>) {
     let state_every = Duration::from_secs_f64(cfg.state_interval_s);
     let health_every = Duration::from_secs_f64(cfg.health_interval_s);
-    let mut last: Vec<Last> = sources.iter().map(|_| Last { state: None, at: Instant::now() }).collect();
+    let mut last: Vec<Last> = sources
+        .iter()
+        .map(|_| Last {
+            state: None,
+            at: Instant::now(),
+        })
+        .collect();
     let mut next_health = Instant::now();
     let mut dropped = 0u64;
     let mut publish = |topic: String, retain: bool, payload: String| {
-        if mqtt.client.try_publish(topic, QoS::AtLeastOnce, retain, payload).is_err() {
+        if mqtt
+            .client
+            .try_publish(topic, QoS::AtLeastOnce, retain, payload)
+            .is_err()
+        {
             dropped += 1;
             if dropped.is_power_of_two() {
                 tracing::warn!(dropped, "mqtt queue full: messages dropped");
@@ -48,7 +58,11 @@ pub fn run(mqtt: Mqtt, cfg: MqttConfig, sources: Vec<SourceTopics>, reports: Rec
     loop {
         if Instant::now() >= next_health {
             for s in &sources {
-                publish(format!("{}/health", s.base), true, s.health.snapshot_json().to_string());
+                publish(
+                    format!("{}/health", s.base),
+                    true,
+                    s.health.snapshot_json().to_string(),
+                );
             }
             next_health = Instant::now() + health_every;
         }
@@ -58,7 +72,13 @@ pub fn run(mqtt: Mqtt, cfg: MqttConfig, sources: Vec<SourceTopics>, reports: Rec
             Err(RecvTimeoutError::Disconnected) => break,
         };
         match report {
-            Report::State { source, state, score, threshold, t } => {
+            Report::State {
+                source,
+                state,
+                score,
+                threshold,
+                t,
+            } => {
                 let l = &mut last[source];
                 let changed = l.state != Some(state);
                 if changed || l.at.elapsed() >= state_every {
@@ -66,17 +86,32 @@ pub fn run(mqtt: Mqtt, cfg: MqttConfig, sources: Vec<SourceTopics>, reports: Rec
                         tracing::info!(source = %sources[source].base, state = state.as_str(), "state");
                     }
                     let payload = state_json(state, score, threshold, t, SystemTime::now());
-                    publish(format!("{}/state", sources[source].base), true, payload.to_string());
-                    *l = Last { state: Some(state), at: Instant::now() };
+                    publish(
+                        format!("{}/state", sources[source].base),
+                        true,
+                        payload.to_string(),
+                    );
+                    *l = Last {
+                        state: Some(state),
+                        at: Instant::now(),
+                    };
                 }
             }
             Report::Event { source, event } => {
-                publish(format!("{}/event", sources[source].base), false, event_json(&event).to_string());
+                publish(
+                    format!("{}/event", sources[source].base),
+                    false,
+                    event_json(&event).to_string(),
+                );
             }
         }
     }
     for s in &sources {
-        publish(format!("{}/health", s.base), true, s.health.snapshot_json().to_string());
+        publish(
+            format!("{}/health", s.base),
+            true,
+            s.health.snapshot_json().to_string(),
+        );
     }
     mqtt.shutdown();
 }

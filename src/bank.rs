@@ -79,8 +79,15 @@ impl NormalBank {
         target_far: f32,
         model_hash: &str,
     ) -> anyhow::Result<NormalBank> {
-        anyhow::ensure!(embeddings.len() >= 2, "need at least 2 normal windows to enrol, got {}", embeddings.len());
-        anyhow::ensure!(embeddings.len() == origins.len(), "one origin per embedding");
+        anyhow::ensure!(
+            embeddings.len() >= 2,
+            "need at least 2 normal windows to enrol, got {}",
+            embeddings.len()
+        );
+        anyhow::ensure!(
+            embeddings.len() == origins.len(),
+            "one origin per embedding"
+        );
         let dim = embeddings[0].len();
         let flat: Vec<f32> = embeddings.iter().flatten().copied().collect();
         let scores = leave_one_out_scores(&flat, dim, origins, guard);
@@ -157,7 +164,11 @@ impl NormalBank {
         .collect();
         crate::model::save_tensors(
             path,
-            &[("embeddings".into(), vec![self.len(), self.dim], self.embeddings.clone())],
+            &[(
+                "embeddings".into(),
+                vec![self.len(), self.dim],
+                self.embeddings.clone(),
+            )],
             meta,
         )
     }
@@ -188,7 +199,9 @@ impl NormalBank {
         };
         let version = get("format_version")?;
         if version != BANK_FORMAT_VERSION.to_string() {
-            return Err(err(format!("format_version = {version}, this hark reads {BANK_FORMAT_VERSION}")));
+            return Err(err(format!(
+                "format_version = {version}, this hark reads {BANK_FORMAT_VERSION}"
+            )));
         }
         let hash = get("model_sha256")?;
         if hash != model_hash {
@@ -201,8 +214,15 @@ impl NormalBank {
             .tensor("embeddings")
             .map_err(|_| err("tensor `embeddings` is missing".into()))?;
         let shape = t.shape();
-        if t.dtype() != safetensors::Dtype::F32 || shape.len() != 2 || shape[0] == 0 || shape[1] == 0 {
-            return Err(err(format!("tensor `embeddings` must be non-empty f32 [n, dim], is {:?} {shape:?}", t.dtype())));
+        if t.dtype() != safetensors::Dtype::F32
+            || shape.len() != 2
+            || shape[0] == 0
+            || shape[1] == 0
+        {
+            return Err(err(format!(
+                "tensor `embeddings` must be non-empty f32 [n, dim], is {:?} {shape:?}",
+                t.dtype()
+            )));
         }
         let embeddings: Vec<f32> = t
             .data()
@@ -210,7 +230,9 @@ impl NormalBank {
             .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
             .collect();
         if embeddings.iter().any(|x| !x.is_finite()) {
-            return Err(err("tensor `embeddings` holds NaN or infinite values".into()));
+            return Err(err(
+                "tensor `embeddings` holds NaN or infinite values".into()
+            ));
         }
         let n_windows: usize = get("n_windows")?
             .parse()
@@ -238,7 +260,12 @@ impl NormalBank {
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0.0f32; 8];
     let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| x * y).sum();
+    let tail: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
     for (x, y) in ca.zip(cb) {
         for i in 0..8 {
             acc[i] += x[i] * y[i];
@@ -318,7 +345,12 @@ mod tests {
     }
 
     fn origins(n: usize) -> Vec<Origin> {
-        (0..n).map(|i| Origin { segment: i as u32, index: 0 }).collect()
+        (0..n)
+            .map(|i| Origin {
+                segment: i as u32,
+                index: 0,
+            })
+            .collect()
     }
 
     #[test]
@@ -361,11 +393,20 @@ mod tests {
     fn leave_one_out_skips_overlapping_windows() {
         // Two windows of one segment next to each other are identical; the guard hides
         // that, so each is scored against the other segment only.
-        let e = vec![unit(&[1.0, 0.0]), unit(&[1.0, 0.0]), unit(&[0.0, 1.0])];
+        let e = [unit(&[1.0, 0.0]), unit(&[1.0, 0.0]), unit(&[0.0, 1.0])];
         let o = [
-            Origin { segment: 0, index: 0 },
-            Origin { segment: 0, index: 1 },
-            Origin { segment: 1, index: 0 },
+            Origin {
+                segment: 0,
+                index: 0,
+            },
+            Origin {
+                segment: 0,
+                index: 1,
+            },
+            Origin {
+                segment: 1,
+                index: 0,
+            },
         ];
         let s = leave_one_out_scores(&e.concat(), 2, &o, 1);
         assert!((s[0] - 1.0).abs() < 1e-6 && (s[1] - 1.0).abs() < 1e-6);
@@ -381,8 +422,13 @@ mod tests {
         let back = NormalBank::load(&p, "abc", Path::new("m.safetensors")).unwrap();
         assert_eq!(back.calibration, bank.calibration);
         assert_eq!(back.len(), 3);
-        let e = NormalBank::load(&p, "def", Path::new("m.safetensors")).unwrap_err().to_string();
-        assert!(e.contains("abc") && e.contains("def") && e.contains("b.bank.safetensors"), "{e}");
+        let e = NormalBank::load(&p, "def", Path::new("m.safetensors"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("abc") && e.contains("def") && e.contains("b.bank.safetensors"),
+            "{e}"
+        );
         std::fs::write(&p, b"\x08\0\0\0\0\0\0\0{}").unwrap();
         assert!(NormalBank::load(&p, "abc", Path::new("m")).is_err());
     }

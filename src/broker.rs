@@ -13,7 +13,9 @@ pub fn start_embedded(port: u16) -> anyhow::Result<()> {
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
     // Fail clearly if something already listens there (rumqttd would only log it).
     if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-        anyhow::bail!("embedded broker: 127.0.0.1:{port} is already in use (set [mqtt] url to use that broker, or embedded_port)");
+        anyhow::bail!(
+            "embedded broker: 127.0.0.1:{port} is already in use (set [mqtt] url to use that broker, or embedded_port)"
+        );
     }
     // rumqttd 0.20 requires every field; RouterConfig::default() makes it panic.
     let text = format!(

@@ -102,7 +102,12 @@ impl Input {
             Device::Cpal(spec) => {
                 let device = crate::devices::find(spec)
                     .with_context(|| format!("source {:?}: device = {spec:?}", source.name))?;
-                let (config, format) = crate::devices::input_config(&device, source.sample_rate_hz)
+                let request = crate::devices::Request {
+                    rate_hz: source.sample_rate_hz,
+                    channels: source.channels,
+                    format: source.sample_format,
+                };
+                let (config, format) = crate::devices::input_config(&device, request)
                     .with_context(|| format!("source {:?}: device = {spec:?}", source.name))?;
                 if let Some(c) = source.channel
                     && c >= config.channels as usize
@@ -132,7 +137,13 @@ impl Input {
 
     /// True when the input may be paced by the pipeline (nothing is lost by waiting).
     pub fn lossless(&self) -> bool {
-        matches!(self, Input::File { realtime: false, .. })
+        matches!(
+            self,
+            Input::File {
+                realtime: false,
+                ..
+            }
+        )
     }
 
     /// Starts delivering mono samples into `producer`.
@@ -142,7 +153,9 @@ impl Input {
         producer: HeapProd<f32>,
         health: Arc<SourceHealth>,
     ) -> anyhow::Result<Capture> {
-        health.sample_rate_hz.store(self.sample_rate_hz(), Ordering::Relaxed);
+        health
+            .sample_rate_hz
+            .store(self.sample_rate_hz(), Ordering::Relaxed);
         let stop = Arc::new(AtomicBool::new(false));
         match self {
             Input::File { clip, realtime } => {
@@ -207,7 +220,12 @@ where
             for (dst, src) in interleaved.iter_mut().zip(chunk) {
                 *dst = <f32 as cpal::FromSample<T>>::from_sample_(*src);
             }
-            mix_into(&interleaved[..frames * channels], channels, channel, &mut mono[..frames]);
+            mix_into(
+                &interleaved[..frames * channels],
+                channels,
+                channel,
+                &mut mono[..frames],
+            );
             let pushed = producer.push_slice(&mono[..frames]);
             if pushed < frames {
                 data_health
@@ -222,7 +240,7 @@ where
         health.capture_ok.store(false, Ordering::Relaxed);
     };
     device
-        .build_input_stream::<T, _, _>(config.clone(), on_data, on_error, None)
+        .build_input_stream::<T, _, _>(*config, on_data, on_error, None)
         .context("cannot open the input stream")
 }
 
@@ -252,7 +270,9 @@ fn replay(
             let pushed = producer.push_slice(&mono[pos..end]);
             let lost = (end - pos) - pushed;
             if lost > 0 {
-                health.dropped_samples.fetch_add(lost as u64, Ordering::Relaxed);
+                health
+                    .dropped_samples
+                    .fetch_add(lost as u64, Ordering::Relaxed);
             }
             pos = end;
         } else if producer.vacant_len() == 0 {

@@ -127,6 +127,10 @@ pub struct RawSource {
     pub channel: Option<usize>,
     /// Requested capture rate in Hz; absent: the device's default.
     pub sample_rate_hz: Option<u32>,
+    /// Requested channel count; absent: the device's default.
+    pub channels: Option<u16>,
+    /// Requested native sample format (`i16`, `i32`, `f32`, ...); absent: the default.
+    pub sample_format: Option<String>,
     /// Windows per second of audio are one every `window_hop_frames` spectrogram frames.
     pub window_hop_frames: Option<usize>,
     /// Raise an anomaly when `raise_k` of the last `raise_n` windows are over threshold.
@@ -301,6 +305,10 @@ pub struct SourceConfig {
     pub channel: Option<usize>,
     /// Requested capture rate.
     pub sample_rate_hz: Option<u32>,
+    /// Requested channel count.
+    pub channels: Option<u16>,
+    /// Requested native sample format.
+    pub sample_format: Option<cpal::SampleFormat>,
     /// Override of the model's window hop, in frames.
     pub window_hop_frames: Option<usize>,
     /// k of k-of-n raise.
@@ -388,10 +396,14 @@ impl RawConfig {
                 return Err(invalid(&key("name"), &s.name, TOPIC_RULE));
             }
             if !names.insert(s.name.clone()) {
-                return Err(invalid(&key("name"), &s.name, "two sources share this name"));
+                return Err(invalid(
+                    &key("name"),
+                    &s.name,
+                    "two sources share this name",
+                ));
             }
             let device = match s.device.strip_prefix("file:") {
-                Some(path) if path.is_empty() => {
+                Some("") => {
                     return Err(invalid(&key("device"), &s.device, "file: needs a path"));
                 }
                 Some(path) => Device::File {
@@ -409,7 +421,11 @@ impl RawConfig {
                 _ => return Err(invalid(&key("mode"), &s.mode, "expected continuous or tap")),
             };
             if !(s.learn_seconds.is_finite() && s.learn_seconds > 0.0) {
-                return Err(invalid(&key("learn_seconds"), &s.learn_seconds, "must be > 0"));
+                return Err(invalid(
+                    &key("learn_seconds"),
+                    &s.learn_seconds,
+                    "must be > 0",
+                ));
             }
             if s.raise_n == 0 || s.raise_k == 0 || s.raise_k > s.raise_n || s.raise_n > 64 {
                 return Err(invalid(
@@ -422,16 +438,41 @@ impl RawConfig {
                 return Err(invalid(&key("clear_m"), &s.clear_m, "must be >= 1"));
             }
             if !(s.threshold_scale.is_finite() && s.threshold_scale > 0.0) {
-                return Err(invalid(&key("threshold_scale"), &s.threshold_scale, "must be > 0"));
+                return Err(invalid(
+                    &key("threshold_scale"),
+                    &s.threshold_scale,
+                    "must be > 0",
+                ));
             }
             if !(s.ring_seconds.is_finite() && (0.1..=600.0).contains(&s.ring_seconds)) {
-                return Err(invalid(&key("ring_seconds"), &s.ring_seconds, "must be in 0.1..=600"));
+                return Err(invalid(
+                    &key("ring_seconds"),
+                    &s.ring_seconds,
+                    "must be in 0.1..=600",
+                ));
             }
             if let Some(rate) = s.sample_rate_hz
                 && !(4000..=384_000).contains(&rate)
             {
-                return Err(invalid(&key("sample_rate_hz"), &rate, "must be in 4000..=384000"));
+                return Err(invalid(
+                    &key("sample_rate_hz"),
+                    &rate,
+                    "must be in 4000..=384000",
+                ));
             }
+            if s.channels == Some(0) {
+                return Err(invalid(&key("channels"), &0, "must be >= 1"));
+            }
+            let sample_format = match &s.sample_format {
+                None => None,
+                Some(f) => Some(crate::devices::parse_format(f).ok_or_else(|| {
+                    invalid(
+                        &key("sample_format"),
+                        f,
+                        "expected i8, i16, i32, u8, u16, u32, f32 or f64",
+                    )
+                })?),
+            };
             if s.window_hop_frames == Some(0) {
                 return Err(invalid(&key("window_hop_frames"), &0, "must be >= 1"));
             }
@@ -452,6 +493,8 @@ impl RawConfig {
                 learn_seconds: s.learn_seconds,
                 channel: s.channel,
                 sample_rate_hz: s.sample_rate_hz,
+                channels: s.channels,
+                sample_format,
                 window_hop_frames: s.window_hop_frames,
                 raise_k: s.raise_k,
                 raise_n: s.raise_n,
@@ -486,7 +529,11 @@ impl RawMqtt {
             }
         };
         if self.prefix.is_empty() || self.prefix.contains(['#', '+']) {
-            return Err(invalid("mqtt.prefix", &self.prefix, "non-empty, without # or +"));
+            return Err(invalid(
+                "mqtt.prefix",
+                &self.prefix,
+                "non-empty, without # or +",
+            ));
         }
         for (key, v) in [
             ("mqtt.reconnect_max_s", self.reconnect_max_s),
@@ -499,7 +546,11 @@ impl RawMqtt {
             }
         }
         if self.keep_alive_s < 5 {
-            return Err(invalid("mqtt.keep_alive_s", &self.keep_alive_s, "must be >= 5"));
+            return Err(invalid(
+                "mqtt.keep_alive_s",
+                &self.keep_alive_s,
+                "must be >= 5",
+            ));
         }
         Ok(MqttConfig {
             broker,
@@ -567,7 +618,9 @@ mod tests {
     /// `key = value` with a bare TOML key.
     fn is_assignment(line: &str) -> bool {
         line.split_once(" = ").is_some_and(|(k, _)| {
-            !k.is_empty() && k.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+            !k.is_empty()
+                && k.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
         })
     }
 
@@ -589,13 +642,21 @@ mod tests {
         let err = parse("[[source]]\nname = \"p\"\nmode = \"sometimes\"\n")
             .unwrap_err()
             .to_string();
-        assert!(err.contains("source[0].mode") && err.contains("sometimes"), "{err}");
+        assert!(
+            err.contains("source[0].mode") && err.contains("sometimes"),
+            "{err}"
+        );
         let err = parse("[[source]]\nname = \"p\"\n[[source]]\nname = \"p\"\n")
             .unwrap_err()
             .to_string();
         assert!(err.contains("source[1].name"), "{err}");
-        let err = parse("[mqtt]\nurl = \"http://x\"\n").unwrap_err().to_string();
-        assert!(err.contains("mqtt.url") && err.contains("http://x"), "{err}");
+        let err = parse("[mqtt]\nurl = \"http://x\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("mqtt.url") && err.contains("http://x"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -61,7 +61,11 @@ pub fn load_source(s: &SourceConfig, cfg_file: &Path) -> anyhow::Result<Loaded> 
         );
     }
     if s.mode == Mode::Tap {
-        bail!("{}: source {:?}: mode = \"tap\" is not supported yet", cfg_file.display(), s.name);
+        bail!(
+            "{}: source {:?}: mode = \"tap\" is not supported yet",
+            cfg_file.display(),
+            s.name
+        );
     }
     let mut front = meta.front;
     if let Some(h) = s.window_hop_frames {
@@ -90,7 +94,11 @@ pub fn load_source(s: &SourceConfig, cfg_file: &Path) -> anyhow::Result<Loaded> 
     } else {
         None
     };
-    Ok(Loaded { embedder, bank, front })
+    Ok(Loaded {
+        embedder,
+        bank,
+        front,
+    })
 }
 
 struct Running {
@@ -125,7 +133,15 @@ pub fn run(cfg: &Config, shutdown: &AtomicBool) -> anyhow::Result<()> {
             base: format!("{}/{}/{}", cfg.mqtt.prefix, cfg.node, s.name),
             health: health.clone(),
         });
-        running.push(start_source(i, s, loaded, input, health, report_tx.clone(), cfg)?);
+        running.push(start_source(
+            i,
+            s,
+            loaded,
+            input,
+            health,
+            report_tx.clone(),
+            cfg,
+        )?);
     }
     let alarm_cfg = cfg.mqtt.clone();
     let alarm = std::thread::Builder::new()

@@ -33,7 +33,13 @@ pub struct Detector {
 
 impl Detector {
     /// A detector with the bank's calibrated threshold times `threshold_scale`.
-    pub fn new(bank: NormalBank, threshold_scale: f64, raise_k: usize, raise_n: usize, clear_m: usize) -> Detector {
+    pub fn new(
+        bank: NormalBank,
+        threshold_scale: f64,
+        raise_k: usize,
+        raise_n: usize,
+        clear_m: usize,
+    ) -> Detector {
         let threshold = bank.calibration.threshold * threshold_scale as f32;
         Detector {
             bank,
@@ -70,7 +76,11 @@ impl Detector {
     /// Feeds one window's score; returns what it changed.
     pub fn update(&mut self, score: f32) -> Transition {
         let over = score > self.threshold;
-        let mask = if self.raise_n >= 64 { u64::MAX } else { (1u64 << self.raise_n) - 1 };
+        let mask = if self.raise_n >= 64 {
+            u64::MAX
+        } else {
+            (1u64 << self.raise_n) - 1
+        };
         self.history = ((self.history << 1) | over as u64) & mask;
         self.clean_run = if over { 0 } else { self.clean_run + 1 };
         if !self.active && self.history.count_ones() >= self.raise_k {
@@ -93,7 +103,16 @@ mod tests {
 
     fn detector(k: usize, n: usize, m: usize) -> Detector {
         let e = vec![vec![1.0, 0.0], vec![0.0, 1.0]];
-        let o = [Origin { segment: 0, index: 0 }, Origin { segment: 1, index: 0 }];
+        let o = [
+            Origin {
+                segment: 0,
+                index: 0,
+            },
+            Origin {
+                segment: 1,
+                index: 0,
+            },
+        ];
         let mut bank = NormalBank::build(&e, &o, 0, 10, 0.01, "h").unwrap();
         bank.calibration.threshold = 0.5;
         Detector::new(bank, 1.0, k, n, m)
@@ -124,7 +143,11 @@ mod tests {
         assert_eq!(d.update(0.9), Transition::Raise);
         assert_eq!(d.update(0.1), Transition::None);
         assert_eq!(d.update(0.1), Transition::None);
-        assert_eq!(d.update(0.9), Transition::None, "a dirty window resets the count");
+        assert_eq!(
+            d.update(0.9),
+            Transition::None,
+            "a dirty window resets the count"
+        );
         assert_eq!(d.update(0.1), Transition::None);
         assert_eq!(d.update(0.1), Transition::None);
         assert_eq!(d.update(0.1), Transition::Clear);

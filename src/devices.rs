@@ -27,7 +27,10 @@ pub fn list() -> anyhow::Result<Vec<DeviceInfo>> {
         .and_then(|d| d.id().ok())
         .map(|id| id.to_string());
     let mut out = Vec::new();
-    for device in host.input_devices().context("cannot enumerate input devices")? {
+    for device in host
+        .input_devices()
+        .context("cannot enumerate input devices")?
+    {
         let Ok(id) = device.id() else { continue };
         let id = id.to_string();
         let name = device
@@ -75,9 +78,15 @@ pub fn find(spec: &str) -> anyhow::Result<cpal::Device> {
         return Ok(d);
     }
     let mut matches = Vec::new();
-    for d in host.input_devices().context("cannot enumerate input devices")? {
+    for d in host
+        .input_devices()
+        .context("cannot enumerate input devices")?
+    {
         let id = d.id().map(|i| i.to_string()).unwrap_or_default();
-        let name = d.description().map(|x| x.name().to_string()).unwrap_or_default();
+        let name = d
+            .description()
+            .map(|x| x.name().to_string())
+            .unwrap_or_default();
         if id == spec || name.contains(spec) || id.contains(spec) {
             matches.push((id, d));
         }
@@ -87,32 +96,75 @@ pub fn find(spec: &str) -> anyhow::Result<cpal::Device> {
         1 => Ok(matches.pop().expect("one match").1),
         _ => {
             let ids: Vec<String> = matches.into_iter().map(|(id, _)| id).collect();
-            bail!("several input devices match: {}; use a stable id", ids.join(", "))
+            bail!(
+                "several input devices match: {}; use a stable id",
+                ids.join(", ")
+            )
         }
     }
 }
 
-/// Chooses the stream config: the requested rate if offered, else the default config.
+/// What a source asks of its device; `None` leaves the choice to the device.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Request {
+    /// Sample rate in Hz.
+    pub rate_hz: Option<u32>,
+    /// Channel count.
+    pub channels: Option<u16>,
+    /// Native sample format.
+    pub format: Option<SampleFormat>,
+}
+
+/// Parses a sample-format name as cpal prints it (`i16`, `f32`, ...).
+pub fn parse_format(name: &str) -> Option<SampleFormat> {
+    use SampleFormat::*;
+    [I8, I16, I32, I64, U8, U16, U32, U64, F32, F64]
+        .into_iter()
+        .find(|f| f.to_string() == name)
+}
+
+/// Chooses the stream config: the device's default, unless the request names a rate,
+/// channel count or format, in which case the first offered config that fits.
 pub fn input_config(
     device: &cpal::Device,
-    rate_hz: Option<u32>,
+    req: Request,
 ) -> anyhow::Result<(cpal::StreamConfig, SampleFormat)> {
     let default = device
         .default_input_config()
         .context("device offers no input configuration")?;
-    let Some(rate) = rate_hz else {
+    if req == Request::default() {
         return Ok((default.config(), default.sample_format()));
-    };
+    }
+    let rate = req.rate_hz.unwrap_or(default.sample_rate());
     let configs = device
         .supported_input_configs()
         .context("device offers no input configuration")?;
     let mut offered = Vec::new();
     for c in configs {
-        if (c.min_sample_rate()..=c.max_sample_rate()).contains(&rate) {
+        let fits = (c.min_sample_rate()..=c.max_sample_rate()).contains(&rate)
+            && req.channels.is_none_or(|n| n == c.channels())
+            && req.format.is_none_or(|f| f == c.sample_format());
+        if fits {
             let c = c.with_sample_rate(rate);
             return Ok((c.config(), c.sample_format()));
         }
-        offered.push(format!("{}-{} Hz", c.min_sample_rate(), c.max_sample_rate()));
+        offered.push(format!(
+            "{} ch {} {}-{} Hz",
+            c.channels(),
+            c.sample_format(),
+            c.min_sample_rate(),
+            c.max_sample_rate()
+        ));
     }
-    bail!("sample_rate_hz = {rate} is not offered (offered: {})", offered.join(", "))
+    offered.dedup();
+    bail!(
+        "no input configuration with rate {rate} Hz{}{} (offered: {})",
+        req.channels
+            .map(|n| format!(", {n} channel(s)"))
+            .unwrap_or_default(),
+        req.format
+            .map(|f| format!(", format {f}"))
+            .unwrap_or_default(),
+        offered.join("; ")
+    )
 }

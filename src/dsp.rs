@@ -28,7 +28,8 @@ pub fn run(
     health: Arc<SourceHealth>,
 ) {
     let p = *front.params();
-    let idle = Duration::from_secs_f64((p.hop as f64 / p.sample_rate_hz as f64 / 2.0).clamp(0.001, 0.02));
+    let idle =
+        Duration::from_secs_f64((p.hop as f64 / p.sample_rate_hz as f64 / 2.0).clamp(0.001, 0.02));
     let mut buf = vec![0.0f32; CHUNK];
     let mut open = true;
     while open {
@@ -42,7 +43,9 @@ pub fn run(
         }
         let clipped = buf[..n].iter().filter(|x| x.abs() >= 0.999).count();
         if clipped > 0 {
-            health.clipped_samples.fetch_add(clipped as u64, Ordering::Relaxed);
+            health
+                .clipped_samples
+                .fetch_add(clipped as u64, Ordering::Relaxed);
         }
         health.samples_in.fetch_add(n as u64, Ordering::Relaxed);
         front.push(&buf[..n], &mut |w| {

@@ -73,7 +73,12 @@ impl FrontEnd {
                     1,
                     FixedSync::Input,
                 )
-                .map_err(|e| anyhow::anyhow!("resampler {input_rate_hz} → {} Hz: {e}", params.sample_rate_hz))?,
+                .map_err(|e| {
+                    anyhow::anyhow!(
+                        "resampler {input_rate_hz} → {} Hz: {e}",
+                        params.sample_rate_hz
+                    )
+                })?,
             )
         };
         let resampled = vec![0.0; resampler.as_ref().map_or(0, |r| r.output_frames_max())];
@@ -146,7 +151,8 @@ impl FrontEnd {
                 *dst = *src;
             }
             self.samples.drain(..p.hop);
-            let mean_square = self.frame_buf[..p.hop].iter().map(|x| x * x).sum::<f32>() / p.hop as f32;
+            let mean_square =
+                self.frame_buf[..p.hop].iter().map(|x| x * x).sum::<f32>() / p.hop as f32;
             self.spectrogram.frame(&self.frame_buf, &mut self.column);
             let mut col = if self.columns.len() == p.frames {
                 self.columns.pop_front().map(|(c, _)| c).unwrap_or_default()
@@ -178,7 +184,8 @@ impl FrontEnd {
         Window {
             index,
             t_start_s: (first_frame * p.hop as u64) as f64 / rate,
-            t_end_s: ((first_frame + p.frames as u64 - 1) * p.hop as u64 + p.n_fft as u64) as f64 / rate,
+            t_end_s: ((first_frame + p.frames as u64 - 1) * p.hop as u64 + p.n_fft as u64) as f64
+                / rate,
             mels,
             level_dbfs: 10.0 * ms.max(1e-10).log10(),
         }
@@ -186,7 +193,11 @@ impl FrontEnd {
 }
 
 /// Runs a whole signal through a fresh front end (the offline path of `score`, `enroll`).
-pub fn windows_of(params: FrontEndParams, input_rate_hz: u32, samples: &[f32]) -> anyhow::Result<Vec<Window>> {
+pub fn windows_of(
+    params: FrontEndParams,
+    input_rate_hz: u32,
+    samples: &[f32],
+) -> anyhow::Result<Vec<Window>> {
     let mut fe = FrontEnd::new(params, input_rate_hz)?;
     let mut out = Vec::new();
     fe.push(samples, &mut |w| out.push(w));
@@ -231,6 +242,9 @@ mod tests {
             .0;
         let bank = crate::spectrogram::MelBank::new(&p);
         let bin_1k = (1000.0 / (p.sample_rate_hz as f32 / p.n_fft as f32)).round() as usize;
-        assert!(bank.row(peak, p.n_fft / 2 + 1)[bin_1k] > 0.0, "band {peak} holds 1 kHz");
+        assert!(
+            bank.row(peak, p.n_fft / 2 + 1)[bin_1k] > 0.0,
+            "band {peak} holds 1 kHz"
+        );
     }
 }

@@ -48,7 +48,10 @@ pub struct Inference {
 }
 
 enum Phase {
-    Learning { embeddings: Vec<Vec<f32>>, origins: Vec<Origin> },
+    Learning {
+        embeddings: Vec<Vec<f32>>,
+        origins: Vec<Origin>,
+    },
     Armed(Detector),
 }
 
@@ -71,14 +74,23 @@ impl Inference {
             Some(bank) => Phase::Armed(self.detector(bank)),
             None => {
                 tracing::info!(source = %self.name, seconds = self.learn_seconds, "no bank: learning");
-                Phase::Learning { embeddings: Vec::new(), origins: Vec::new() }
+                Phase::Learning {
+                    embeddings: Vec::new(),
+                    origins: Vec::new(),
+                }
             }
         };
         let initial = match phase {
             Phase::Learning { .. } => SourceState::Learning,
             Phase::Armed(_) => SourceState::Normal,
         };
-        send(Report::State { source: self.source, state: initial, score: None, threshold: None, t: 0.0 });
+        send(Report::State {
+            source: self.source,
+            state: initial,
+            score: None,
+            threshold: None,
+            t: 0.0,
+        });
         let mut running: Option<Running> = None;
         let mut last_t = 0.0;
         let mut batch: Vec<Window> = Vec::with_capacity(MAX_BATCH);
@@ -99,13 +111,21 @@ impl Inference {
                     continue;
                 }
             };
-            self.health.windows.fetch_add(batch.len() as u64, Ordering::Relaxed);
+            self.health
+                .windows
+                .fetch_add(batch.len() as u64, Ordering::Relaxed);
             for (w, emb) in batch.iter().zip(embeddings) {
                 last_t = w.t_end_s;
                 match &mut phase {
-                    Phase::Learning { embeddings, origins } => {
+                    Phase::Learning {
+                        embeddings,
+                        origins,
+                    } => {
                         embeddings.push(emb);
-                        origins.push(Origin { segment: 0, index: w.index as u32 });
+                        origins.push(Origin {
+                            segment: 0,
+                            index: w.index as u32,
+                        });
                         if w.t_end_s >= self.learn_seconds {
                             if let Some(det) = self.finish_learning(embeddings, origins) {
                                 send(Report::State {
@@ -123,7 +143,11 @@ impl Inference {
                         let score = det.score(&emb);
                         let transition = det.update(score);
                         self.on_score(w, score, det.threshold(), transition, &mut running, &send);
-                        let state = if det.active() { SourceState::Anomaly } else { SourceState::Normal };
+                        let state = if det.active() {
+                            SourceState::Anomaly
+                        } else {
+                            SourceState::Normal
+                        };
                         send(Report::State {
                             source: self.source,
                             state,
@@ -140,7 +164,10 @@ impl Inference {
             r.event.kind = EventKind::End;
             r.event.ts_end = Some(SystemTime::now());
             r.event.t_end = last_t;
-            send(Report::Event { source: self.source, event: r.event });
+            send(Report::Event {
+                source: self.source,
+                event: r.event,
+            });
         }
     }
 
@@ -149,10 +176,21 @@ impl Inference {
         Detector::new(bank, scale, k, n, m)
     }
 
-    fn finish_learning(&self, embeddings: &mut Vec<Vec<f32>>, origins: &mut Vec<Origin>) -> Option<Detector> {
+    fn finish_learning(
+        &self,
+        embeddings: &mut Vec<Vec<f32>>,
+        origins: &mut Vec<Origin>,
+    ) -> Option<Detector> {
         let p = self.embedder.meta().front;
         let guard = p.frames.div_ceil(p.window_hop_frames) as u32;
-        let bank = match NormalBank::build(embeddings, origins, guard, MAX_BANK, TARGET_FAR, self.embedder.hash()) {
+        let bank = match NormalBank::build(
+            embeddings,
+            origins,
+            guard,
+            MAX_BANK,
+            TARGET_FAR,
+            self.embedder.hash(),
+        ) {
             Ok(b) => b,
             Err(e) => {
                 tracing::warn!(source = %self.name, "cannot enrol yet: {e:#}");
@@ -162,7 +200,9 @@ impl Inference {
         embeddings.clear();
         origins.clear();
         match bank.save(&self.bank_path) {
-            Ok(()) => tracing::info!(source = %self.name, bank = %self.bank_path.display(), size = bank.len(), threshold = bank.calibration.threshold, "learned normal bank"),
+            Ok(()) => {
+                tracing::info!(source = %self.name, bank = %self.bank_path.display(), size = bank.len(), threshold = bank.calibration.threshold, "learned normal bank")
+            }
             // Detection goes on with the bank in memory; the next start learns again.
             Err(e) => tracing::error!(source = %self.name, "learned bank not saved: {e:#}"),
         }
@@ -181,7 +221,10 @@ impl Inference {
         let now = SystemTime::now();
         match transition {
             Transition::Raise => {
-                let millis = now.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
+                let millis = now
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .map(|d| d.as_millis())
+                    .unwrap_or(0);
                 let event = Event {
                     id: format!("{}-{millis}", self.name),
                     kind: EventKind::Start,
@@ -195,8 +238,14 @@ impl Inference {
                     bank: file_name(&self.bank_path),
                 };
                 tracing::warn!(source = %self.name, id = %event.id, score, threshold, "anomaly raised");
-                send(Report::Event { source: self.source, event: event.clone() });
-                *running = Some(Running { event, last_update_t: w.t_end_s });
+                send(Report::Event {
+                    source: self.source,
+                    event: event.clone(),
+                });
+                *running = Some(Running {
+                    event,
+                    last_update_t: w.t_end_s,
+                });
             }
             Transition::Clear => {
                 if let Some(mut r) = running.take() {
@@ -205,7 +254,10 @@ impl Inference {
                     r.event.t_end = w.t_end_s;
                     r.event.score_max = r.event.score_max.max(score);
                     tracing::info!(source = %self.name, id = %r.event.id, score_max = r.event.score_max, "anomaly cleared");
-                    send(Report::Event { source: self.source, event: r.event });
+                    send(Report::Event {
+                        source: self.source,
+                        event: r.event,
+                    });
                 }
             }
             Transition::None => {
@@ -215,7 +267,10 @@ impl Inference {
                     if w.t_end_s - r.last_update_t >= self.event_update_s {
                         r.last_update_t = w.t_end_s;
                         r.event.kind = EventKind::Update;
-                        send(Report::Event { source: self.source, event: r.event.clone() });
+                        send(Report::Event {
+                            source: self.source,
+                            event: r.event.clone(),
+                        });
                     }
                 }
             }
@@ -224,5 +279,7 @@ impl Inference {
 }
 
 fn file_name(p: &std::path::Path) -> String {
-    p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+    p.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }

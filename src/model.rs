@@ -68,9 +68,20 @@ pub struct Conv {
 impl Conv {
     fn new(cin: usize, cout: usize, vb: VarBuilder) -> candle_core::Result<Conv> {
         let std = (2.0 / (cin * 3) as f64).sqrt();
-        let weight = vb.get_with_hints((cout, cin, 3), "weight", candle_nn::Init::Randn { mean: 0.0, stdev: std })?;
+        let weight = vb.get_with_hints(
+            (cout, cin, 3),
+            "weight",
+            candle_nn::Init::Randn {
+                mean: 0.0,
+                stdev: std,
+            },
+        )?;
         let bias = vb.get_with_hints(cout, "bias", candle_nn::Init::Const(0.0))?;
-        Ok(Conv { weight, bias, taps: None })
+        Ok(Conv {
+            weight,
+            bias,
+            taps: None,
+        })
     }
 
     /// Tap k as an `[in, out]` matrix: `w[:, :, k]ᵀ`.
@@ -80,7 +91,11 @@ impl Conv {
 
     /// Caches the tap matrices (call once the weights are final).
     fn freeze(&mut self) -> candle_core::Result<()> {
-        self.taps = Some([self.tap(0)?.contiguous()?, self.tap(1)?.contiguous()?, self.tap(2)?.contiguous()?]);
+        self.taps = Some([
+            self.tap(0)?.contiguous()?,
+            self.tap(1)?.contiguous()?,
+            self.tap(2)?.contiguous()?,
+        ]);
         Ok(())
     }
 
@@ -190,8 +205,18 @@ impl Embedder {
         let device = Device::Cpu;
         let vb = VarBuilder::from_buffered_safetensors(bytes, DType::F32, &device)
             .map_err(|e| err(format!("cannot read weights: {}", first_line(&e))))?;
-        let mut net = Net::new(&meta, vb).map_err(|e| err(format!("weights do not fit the network: {}", first_line(&e))))?;
-        net.freeze().map_err(|e| err(format!("weights do not fit the network: {}", first_line(&e))))?;
+        let mut net = Net::new(&meta, vb).map_err(|e| {
+            err(format!(
+                "weights do not fit the network: {}",
+                first_line(&e)
+            ))
+        })?;
+        net.freeze().map_err(|e| {
+            err(format!(
+                "weights do not fit the network: {}",
+                first_line(&e)
+            ))
+        })?;
         let e = Embedder {
             net,
             meta,
@@ -273,14 +298,18 @@ impl ModelMeta {
             ("input_scale_db", self.input_scale_db.to_string()),
             ("mode", self.mode.clone()),
         ];
-        let mut map: HashMap<String, String> = pairs.into_iter().map(|(k, v)| (k.into(), v)).collect();
+        let mut map: HashMap<String, String> =
+            pairs.into_iter().map(|(k, v)| (k.into(), v)).collect();
         map.insert("origin".into(), self.origin.clone());
         map
     }
 
     /// Parses the safetensors string map; errors name the key and value.
     pub fn from_map(map: &HashMap<String, String>) -> Result<ModelMeta, String> {
-        fn get<T: std::str::FromStr>(map: &HashMap<String, String>, key: &str) -> Result<T, String> {
+        fn get<T: std::str::FromStr>(
+            map: &HashMap<String, String>,
+            key: &str,
+        ) -> Result<T, String> {
             let v = map
                 .get(key)
                 .ok_or_else(|| format!("metadata key `{key}` is missing"))?;
@@ -295,7 +324,9 @@ impl ModelMeta {
         }
         let arch: String = get(map, "arch")?;
         if arch != "hark-cnn1d-v1" {
-            return Err(format!("metadata key `arch` = {arch:?}, expected \"hark-cnn1d-v1\""));
+            return Err(format!(
+                "metadata key `arch` = {arch:?}, expected \"hark-cnn1d-v1\""
+            ));
         }
         let front = FrontEndParams {
             sample_rate_hz: get(map, "sample_rate_hz")?,
@@ -322,7 +353,9 @@ impl ModelMeta {
         }
         let scale: f32 = get(map, "input_scale_db")?;
         if !(scale.is_finite() && scale > 0.0) {
-            return Err(format!("metadata key `input_scale_db` = {scale} must be > 0"));
+            return Err(format!(
+                "metadata key `input_scale_db` = {scale} must be > 0"
+            ));
         }
         Ok(ModelMeta {
             front,
@@ -338,7 +371,12 @@ impl ModelMeta {
 /// The first line of an error's message. candle appends a backtrace to its errors
 /// when RUST_BACKTRACE is set; hark's messages stay on one line.
 pub fn first_line(e: &dyn std::fmt::Display) -> String {
-    e.to_string().lines().next().unwrap_or("").trim().to_string()
+    e.to_string()
+        .lines()
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_string()
 }
 
 /// Lower-case hex of a digest.
@@ -364,7 +402,11 @@ pub fn save_tensors(
     header.insert("__metadata__".into(), serde_json::to_value(meta)?);
     let mut offset = 0usize;
     for (name, shape, values) in &sorted {
-        anyhow::ensure!(shape.iter().product::<usize>() == values.len(), "tensor {name}: shape {shape:?} does not match {} values", values.len());
+        anyhow::ensure!(
+            shape.iter().product::<usize>() == values.len(),
+            "tensor {name}: shape {shape:?} does not match {} values",
+            values.len()
+        );
         let end = offset + 4 * values.len();
         header.insert(
             name.clone(),
@@ -396,15 +438,23 @@ pub fn init_fixed_seed(meta: &ModelMeta, seed: u64, out: &Path) -> anyhow::Resul
     let mut rng = SplitMix64(seed);
     let [w1, w2, w3] = WIDTHS;
     let mut tensors = Vec::new();
-    for (name, cin, cout) in [("conv1", meta.front.n_mels, w1), ("conv2", w1, w2), ("conv3", w2, w3)] {
+    for (name, cin, cout) in [
+        ("conv1", meta.front.n_mels, w1),
+        ("conv2", w1, w2),
+        ("conv3", w2, w3),
+    ] {
         let std = (2.0 / (cin * 3) as f64).sqrt();
-        let w = (0..cout * cin * 3).map(|_| (rng.normal() * std) as f32).collect();
+        let w = (0..cout * cin * 3)
+            .map(|_| (rng.normal() * std) as f32)
+            .collect();
         tensors.push((format!("{name}.weight"), vec![cout, cin, 3], w));
         tensors.push((format!("{name}.bias"), vec![cout], vec![0.0; cout]));
     }
     let (fin, fout) = (2 * w3, meta.embedding_dim);
     let std = (2.0 / (fin + fout) as f64).sqrt();
-    let w = (0..fout * fin).map(|_| (rng.normal() * std) as f32).collect();
+    let w = (0..fout * fin)
+        .map(|_| (rng.normal() * std) as f32)
+        .collect();
     tensors.push(("fc.weight".into(), vec![fout, fin], w));
     tensors.push(("fc.bias".into(), vec![fout], vec![0.0; fout]));
     save_tensors(out, &tensors, meta.to_map())
@@ -441,14 +491,24 @@ mod tests {
     fn fixed_seed_model_loads_embeds_unit_vectors_and_is_reproducible() {
         let dir = tempfile::tempdir().unwrap();
         let meta = ModelMeta::default_continuous("test");
-        let (a, b) = (dir.path().join("a.safetensors"), dir.path().join("b.safetensors"));
+        let (a, b) = (
+            dir.path().join("a.safetensors"),
+            dir.path().join("b.safetensors"),
+        );
         init_fixed_seed(&meta, 3, &a).unwrap();
         init_fixed_seed(&meta, 3, &b).unwrap();
-        assert!(std::fs::read(&a).unwrap() == std::fs::read(&b).unwrap(), "same seed, same bytes");
+        assert!(
+            std::fs::read(&a).unwrap() == std::fs::read(&b).unwrap(),
+            "same seed, same bytes"
+        );
         let e = Embedder::load(&a).unwrap();
         assert_eq!(e.meta(), &meta);
-        let w1: Vec<f32> = (0..e.window_len()).map(|i| -60.0 + (i % 17) as f32).collect();
-        let w2: Vec<f32> = (0..e.window_len()).map(|i| -70.0 + (i % 5) as f32 * 3.0).collect();
+        let w1: Vec<f32> = (0..e.window_len())
+            .map(|i| -60.0 + (i % 17) as f32)
+            .collect();
+        let w2: Vec<f32> = (0..e.window_len())
+            .map(|i| -70.0 + (i % 5) as f32 * 3.0)
+            .collect();
         let out = e.embed(&[&w1, &w2, &w1]).unwrap();
         for v in &out {
             let n: f32 = v.iter().map(|x| x * x).sum();
@@ -464,9 +524,17 @@ mod tests {
         let junk = dir.path().join("junk.safetensors");
         std::fs::write(&junk, b"garbage").unwrap();
         let e = Embedder::load(&junk).unwrap_err().to_string();
-        assert!(e.contains("junk.safetensors") && e.contains("not a safetensors"), "{e}");
-        let missing = Embedder::load(&dir.path().join("nope.safetensors")).unwrap_err().to_string();
-        assert!(missing.contains("nope.safetensors") && missing.contains("cannot read"), "{missing}");
+        assert!(
+            e.contains("junk.safetensors") && e.contains("not a safetensors"),
+            "{e}"
+        );
+        let missing = Embedder::load(&dir.path().join("nope.safetensors"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            missing.contains("nope.safetensors") && missing.contains("cannot read"),
+            "{missing}"
+        );
         let mut map = ModelMeta::default_continuous("x").to_map();
         map.insert("n_mels".into(), "lots".into());
         let e = ModelMeta::from_map(&map).unwrap_err();

@@ -59,11 +59,21 @@ impl Mqtt {
         let availability = availability_topic(&cfg.prefix, node);
         let mut opts = MqttOptions::new(cfg.client_id.clone(), host.clone(), port);
         opts.set_keep_alive(Duration::from_secs(cfg.keep_alive_s));
-        opts.set_last_will(LastWill::new(&availability, "offline", QoS::AtLeastOnce, true));
+        opts.set_last_will(LastWill::new(
+            &availability,
+            "offline",
+            QoS::AtLeastOnce,
+            true,
+        ));
         let (client, mut connection) = Client::new(opts, REQUEST_CAPACITY);
         let connected = Arc::new(AtomicBool::new(false));
         let stop = Arc::new(AtomicBool::new(false));
-        let (c2, connected2, stop2, topic2) = (client.clone(), connected.clone(), stop.clone(), availability.clone());
+        let (c2, connected2, stop2, topic2) = (
+            client.clone(),
+            connected.clone(),
+            stop.clone(),
+            availability.clone(),
+        );
         let max_s = cfg.reconnect_max_s;
         let driver = std::thread::Builder::new()
             .name("mqtt".into())

@@ -102,7 +102,13 @@ fn round(x: f32) -> f64 {
 }
 
 /// `state` payload.
-pub fn state_json(state: SourceState, score: Option<f32>, threshold: Option<f32>, t: f64, ts: SystemTime) -> Value {
+pub fn state_json(
+    state: SourceState,
+    score: Option<f32>,
+    threshold: Option<f32>,
+    t: f64,
+    ts: SystemTime,
+) -> Value {
     json!({
         "state": state.as_str(),
         "score": score.map(round),
@@ -154,7 +160,16 @@ mod tests {
             bank: "pump.bank.safetensors".into(),
         };
         let j = event_json(&e);
-        for key in ["id", "type", "ts_start", "ts_end", "score_max", "threshold", "model", "bank"] {
+        for key in [
+            "id",
+            "type",
+            "ts_start",
+            "ts_end",
+            "score_max",
+            "threshold",
+            "model",
+            "bank",
+        ] {
             assert!(j.get(key).is_some(), "missing {key}");
         }
         assert_eq!(j["type"], "end");

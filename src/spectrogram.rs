@@ -211,7 +211,9 @@ mod tests {
 
     fn sine(freq_hz: f32, amp: f32, p: &FrontEndParams) -> Vec<f32> {
         (0..p.n_fft)
-            .map(|i| amp * (std::f32::consts::TAU * freq_hz * i as f32 / p.sample_rate_hz as f32).sin())
+            .map(|i| {
+                amp * (std::f32::consts::TAU * freq_hz * i as f32 / p.sample_rate_hz as f32).sin()
+            })
             .collect()
     }
 
@@ -240,7 +242,9 @@ mod tests {
         let n = p.n_fft;
         let mut planner = RealFftPlanner::<f32>::new();
         let fft = planner.plan_fft_forward(n);
-        let mut x: Vec<f32> = (0..n).map(|i| ((i * 7919) % 101) as f32 / 50.0 - 1.0).collect();
+        let mut x: Vec<f32> = (0..n)
+            .map(|i| ((i * 7919) % 101) as f32 / 50.0 - 1.0)
+            .collect();
         let time_energy: f32 = x.iter().map(|v| v * v).sum();
         let mut spec = fft.make_output_vec();
         fft.process(&mut x, &mut spec).unwrap();

@@ -30,7 +30,10 @@ pub fn synthetic_pump(rate_hz: u32, seconds: f64) -> Vec<f32> {
             let t = i as f32 / rate_hz as f32;
             let f0 = 50.0 * (1.0 + 0.003 * (std::f32::consts::TAU * 0.7 * t).sin());
             let tone: f32 = (1..=10)
-                .map(|h| (if h == 6 { 0.3 } else { 0.08 }) / h as f32 * (std::f32::consts::TAU * f0 * h as f32 * t).sin())
+                .map(|h| {
+                    (if h == 6 { 0.3 } else { 0.08 }) / h as f32
+                        * (std::f32::consts::TAU * f0 * h as f32 * t).sin()
+                })
                 .sum();
             0.5 * tone + 0.05 * noise()
         })
@@ -55,7 +58,9 @@ fn random_bank(n: usize, dim: usize, hash: &str) -> anyhow::Result<NormalBank> {
         .map(|_| {
             let v: Vec<f32> = (0..dim)
                 .map(|_| {
-                    s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                    s = s
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
                     (s >> 40) as f32 / (1u64 << 24) as f32 - 0.5
                 })
                 .collect();

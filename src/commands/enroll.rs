@@ -29,7 +29,10 @@ pub fn from_dirs(dirs: &[PathBuf], model: &Path, out: &Path) -> anyhow::Result<(
             }
             for (w, e) in clip.windows.iter().zip(clip.embeddings) {
                 embeddings.push(e);
-                origins.push(Origin { segment, index: w.index as u32 });
+                origins.push(Origin {
+                    segment,
+                    index: w.index as u32,
+                });
             }
             segment += 1;
         }
@@ -48,7 +51,11 @@ pub fn from_source(config: &Path, name: &str, model: &Path, out: &Path) -> anyho
     let input = Input::open(s)?;
     let mut fe = FrontEnd::new(front, input.sample_rate_hz())?;
     let mut windows = Vec::new();
-    tracing::info!(source = name, seconds = s.learn_seconds, "enrolling from live input");
+    tracing::info!(
+        source = name,
+        seconds = s.learn_seconds,
+        "enrolling from live input"
+    );
     super::record::capture_for(input, s.channel, s.learn_seconds, &mut |chunk| {
         fe.push(chunk, &mut |w| windows.push(w));
         Ok(())
@@ -58,15 +65,30 @@ pub fn from_source(config: &Path, name: &str, model: &Path, out: &Path) -> anyho
     for chunk in windows.chunks(32) {
         let slices: Vec<&[f32]> = chunk.iter().map(|w| w.mels.as_slice()).collect();
         embeddings.extend(embedder.embed(&slices).context("embedding failed")?);
-        origins.extend(chunk.iter().map(|w| Origin { segment: 0, index: w.index as u32 }));
+        origins.extend(chunk.iter().map(|w| Origin {
+            segment: 0,
+            index: w.index as u32,
+        }));
     }
     save(&embedder, &embeddings, &origins, out)
 }
 
-fn save(embedder: &Embedder, embeddings: &[Vec<f32>], origins: &[Origin], out: &Path) -> anyhow::Result<()> {
+fn save(
+    embedder: &Embedder,
+    embeddings: &[Vec<f32>],
+    origins: &[Origin],
+    out: &Path,
+) -> anyhow::Result<()> {
     let p = embedder.meta().front;
     let guard = p.frames.div_ceil(p.window_hop_frames) as u32;
-    let bank = NormalBank::build(embeddings, origins, guard, MAX_BANK, TARGET_FAR, embedder.hash())?;
+    let bank = NormalBank::build(
+        embeddings,
+        origins,
+        guard,
+        MAX_BANK,
+        TARGET_FAR,
+        embedder.hash(),
+    )?;
     bank.save(out)?;
     println!(
         "wrote {}: {} embeddings from {} windows, threshold {:.5} (normal scores: mean {:.5}, max {:.5})",

@@ -58,6 +58,12 @@ pub enum Command {
         /// Channel to keep [default: mix all].
         #[arg(long)]
         channel: Option<usize>,
+        /// Channels to open the device with [default: the device's].
+        #[arg(long)]
+        channels: Option<u16>,
+        /// Native sample format to open it with: i16, i32, f32, ... [default: the device's].
+        #[arg(long)]
+        format: Option<String>,
     },
     /// Build a normal bank from normal clips (DIR/train/*.wav or DIR/*.wav) or from a
     /// configured source's live input.
@@ -122,7 +128,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             tracing::info!(config = %path.display(), node = %cfg.node, "hark {} starting", env!("CARGO_PKG_VERSION"));
             let shutdown = Arc::new(AtomicBool::new(false));
             for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
-                signal_hook::flag::register(sig, shutdown.clone()).context("cannot install signal handlers")?;
+                signal_hook::flag::register(sig, shutdown.clone())
+                    .context("cannot install signal handlers")?;
             }
             crate::daemon::run(&cfg, &shutdown)
         }
@@ -136,7 +143,17 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 if json {
                     println!("{}", serde_json::to_string(&d)?);
                 } else {
-                    let rates: Vec<String> = d.sample_rates.iter().map(|(a, b)| if a == b { format!("{a}") } else { format!("{a}-{b}") }).collect();
+                    let rates: Vec<String> = d
+                        .sample_rates
+                        .iter()
+                        .map(|(a, b)| {
+                            if a == b {
+                                format!("{a}")
+                            } else {
+                                format!("{a}-{b}")
+                            }
+                        })
+                        .collect();
                     println!(
                         "{}{}\n    name: {}\n    channels: {:?}  rates (Hz): {}",
                         d.id,
@@ -149,14 +166,45 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Record { device, seconds, out, rate, channel } => {
+        Command::Record {
+            device,
+            seconds,
+            out,
+            rate,
+            channel,
+            channels,
+            format,
+        } => {
             init_logging("info");
-            record::run(&device, seconds, &out, rate, channel)
+            let format = match format {
+                None => None,
+                Some(f) => Some(
+                    crate::devices::parse_format(&f)
+                        .with_context(|| format!("--format {f:?}: expected i16, i32, f32, ..."))?,
+                ),
+            };
+            let req = crate::devices::Request {
+                rate_hz: rate,
+                channels,
+                format,
+            };
+            record::run(&device, seconds, &out, req, channel)
         }
-        Command::Enroll { dirs, source, config, model, out } => {
+        Command::Enroll {
+            dirs,
+            source,
+            config,
+            model,
+            out,
+        } => {
             init_logging("info");
             match source {
-                Some(name) => enroll::from_source(&config.unwrap_or_else(Config::default_path), &name, &model, &out),
+                Some(name) => enroll::from_source(
+                    &config.unwrap_or_else(Config::default_path),
+                    &name,
+                    &model,
+                    &out,
+                ),
                 None => enroll::from_dirs(&dirs, &model, &out),
             }
         }
@@ -164,12 +212,18 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             init_logging("warn");
             score::run(&file, &config.unwrap_or_else(Config::default_path), json)
         }
-        Command::Bench { json, model, seconds } => {
+        Command::Bench {
+            json,
+            model,
+            seconds,
+        } => {
             init_logging("warn");
             bench::run(&model, seconds, json)
         }
         Command::InitModel { seed, out } => {
-            let meta = crate::model::ModelMeta::default_continuous(&format!("fixed-seed {seed} (untrained)"));
+            let meta = crate::model::ModelMeta::default_continuous(&format!(
+                "fixed-seed {seed} (untrained)"
+            ));
             crate::model::init_fixed_seed(&meta, seed, &out)?;
             println!("wrote {} (seed {seed})", out.display());
             Ok(())
@@ -183,9 +237,15 @@ fn init_logging(level: &str) {
     use tracing_subscriber::EnvFilter;
     let filter = match std::env::var("RUST_LOG") {
         Ok(v) if !v.is_empty() => EnvFilter::new(v),
-        _ => EnvFilter::new(format!("hark={level},warn")),
+        // rumqttd logs every client disconnect as an error; the embedded broker's own
+        // trouble surfaces as hark's MQTT connection state instead.
+        _ => EnvFilter::new(format!("hark={level},rumqttd=off,warn")),
     };
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    use std::io::IsTerminal;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     let _ = if std::env::var_os("JOURNAL_STREAM").is_some() {
         builder.without_time().try_init()
     } else {

@@ -38,14 +38,21 @@ pub fn embed_clip(
                 .with_context(|| format!("{}: embedding failed", path.display()))?,
         );
     }
-    Ok(EmbeddedClip { windows, embeddings })
+    Ok(EmbeddedClip {
+        windows,
+        embeddings,
+    })
 }
 
 /// The WAV files of a DCASE-style folder: `DIR/train/*.wav` if it exists, else
 /// `DIR/*.wav`, sorted by name.
 pub fn wav_files(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     let train = dir.join("train");
-    let dir = if train.is_dir() { train } else { dir.to_path_buf() };
+    let dir = if train.is_dir() {
+        train
+    } else {
+        dir.to_path_buf()
+    };
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .with_context(|| format!("{}: cannot list folder", dir.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))

@@ -45,7 +45,9 @@ pub(super) fn capture_for(
         got += n;
     }
     drop(capture);
-    let dropped = health.dropped_samples.load(std::sync::atomic::Ordering::Relaxed);
+    let dropped = health
+        .dropped_samples
+        .load(std::sync::atomic::Ordering::Relaxed);
     if dropped > 0 {
         tracing::warn!(dropped, "samples were dropped during capture");
     }
@@ -53,9 +55,16 @@ pub(super) fn capture_for(
 }
 
 /// A throwaway source description for commands that name a device directly.
-pub(super) fn adhoc_source(device: &str, rate: Option<u32>, channel: Option<usize>) -> SourceConfig {
+pub(super) fn adhoc_source(
+    device: &str,
+    req: crate::devices::Request,
+    channel: Option<usize>,
+) -> SourceConfig {
     let device = match device.strip_prefix("file:") {
-        Some(p) => Device::File { path: p.into(), realtime: false },
+        Some(p) => Device::File {
+            path: p.into(),
+            realtime: false,
+        },
         None => Device::Cpal(device.to_string()),
     };
     SourceConfig {
@@ -66,7 +75,9 @@ pub(super) fn adhoc_source(device: &str, rate: Option<u32>, channel: Option<usiz
         bank: "".into(),
         learn_seconds: 1.0,
         channel,
-        sample_rate_hz: rate,
+        sample_rate_hz: req.rate_hz,
+        channels: req.channels,
+        sample_format: req.format,
         window_hop_frames: None,
         raise_k: 1,
         raise_n: 1,
@@ -77,18 +88,29 @@ pub(super) fn adhoc_source(device: &str, rate: Option<u32>, channel: Option<usiz
 }
 
 /// Records `seconds` from `device` into `out`.
-pub fn run(device: &str, seconds: f64, out: &Path, rate: Option<u32>, channel: Option<usize>) -> anyhow::Result<()> {
+pub fn run(
+    device: &str,
+    seconds: f64,
+    out: &Path,
+    req: crate::devices::Request,
+    channel: Option<usize>,
+) -> anyhow::Result<()> {
     if !(seconds.is_finite() && seconds > 0.0) {
         bail!("--seconds = {seconds}: must be > 0");
     }
-    let input = Input::open(&adhoc_source(device, rate, channel))?;
+    let input = Input::open(&adhoc_source(device, req, channel))?;
     let mut samples = Vec::new();
     tracing::info!(device, seconds, "recording");
     let rate = capture_for(input, channel, seconds, &mut |chunk| {
         samples.extend_from_slice(chunk);
         Ok(())
     })?;
-    crate::wav::write_mono_i16(out, rate, &samples).with_context(|| format!("--out {}", out.display()))?;
-    println!("wrote {} ({:.1} s at {rate} Hz)", out.display(), samples.len() as f64 / rate as f64);
+    crate::wav::write_mono_i16(out, rate, &samples)
+        .with_context(|| format!("--out {}", out.display()))?;
+    println!(
+        "wrote {} ({:.1} s at {rate} Hz)",
+        out.display(),
+        samples.len() as f64 / rate as f64
+    );
     Ok(())
 }

@@ -15,6 +15,7 @@ pub fn run(file: &Path, config: &Path, json: bool) -> anyhow::Result<()> {
         bail!("{}: no [[source]] is configured", config.display());
     };
     let loaded = load_source(s, config)?;
+    let clip = super::embed_clip(&loaded.embedder, loaded.front, file, s.channel)?;
     let Some(bank) = loaded.bank else {
         bail!(
             "{}: bank does not exist; run `hark enroll` or let `hark run` learn it first",
@@ -22,7 +23,6 @@ pub fn run(file: &Path, config: &Path, json: bool) -> anyhow::Result<()> {
         );
     };
     let mut det = Detector::new(bank, s.threshold_scale, s.raise_k, s.raise_n, s.clear_m);
-    let clip = super::embed_clip(&loaded.embedder, loaded.front, file, s.channel)?;
     let mut out = std::io::stdout().lock();
     use std::io::Write;
     for (w, e) in clip.windows.iter().zip(&clip.embeddings) {

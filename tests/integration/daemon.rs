@@ -1,0 +1,218 @@
+//! `hark run` end to end on real parts: a `file:` source replays real fan recordings
+//! (enrolment clips, then a normal clip, then a blade fault) into the daemon, which
+//! learns, arms, and publishes to a real broker that a subscriber watches.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use crate::util::{
+    Collector, Proc, SERIAL, concat_wav, free_port, hark, mosquitto, shared_data, wait_for_port,
+};
+
+/// Seconds one window spans with the shipped model.
+const WINDOW_S: f64 = 2.08;
+
+struct Stream {
+    wav: PathBuf,
+    learn_s: f64,
+    normal_start: f64,
+    anomaly_start: f64,
+}
+
+fn build_stream(data: &Path, dir: &Path) -> Stream {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(data.join("fan/train"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    let n_train = files.len();
+    files.push(data.join("fan/test/normal_id_00_20210210T012029.wav"));
+    files.push(data.join("fan/test/anomaly_id_00_bladefault_20200318T205628.wav"));
+    let wav = dir.join("stream.wav");
+    let (starts, _) = concat_wav(&files, &wav);
+    Stream {
+        wav,
+        learn_s: starts[n_train],
+        normal_start: starts[n_train],
+        anomaly_start: starts[n_train + 1],
+    }
+}
+
+fn write_config(dir: &Path, s: &Stream, mqtt: &str) -> PathBuf {
+    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/default.safetensors");
+    let cfg = format!(
+        r#"node = "e2e"
+state_dir = "{dir}"
+[mqtt]
+{mqtt}
+health_interval_s = 0.5
+[[source]]
+name = "fan"
+device = "file:{wav}"
+realtime = false
+model = "{model}"
+learn_seconds = {learn}
+"#,
+        dir = dir.display(),
+        wav = s.wav.display(),
+        model = model.display(),
+        learn = s.learn_s,
+    );
+    let path = dir.join("hark.toml");
+    std::fs::write(&path, cfg).unwrap();
+    path
+}
+
+fn spawn_hark(config: &Path) -> Proc {
+    Proc(
+        hark()
+            .args(["run", "--config"])
+            .arg(config)
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    )
+}
+
+/// The assertions both broker flavours share.
+fn check_flow(sub: &Collector, s: &Stream, mut proc: Proc, dir: &Path) {
+    let t = Duration::from_secs(120);
+    let start = sub.wait_for(t, |m| {
+        m.topic == "hark/e2e/fan/event"
+            && m.json()["type"] == "start"
+            && m.json()["t_start"].as_f64().unwrap_or(0.0) >= s.normal_start
+    });
+    let Some(start) = start else {
+        let _ = proc.terminate(Duration::from_secs(5));
+        panic!(
+            "no anomaly event; stderr: {}\nmessages: {:?}",
+            proc.stderr(),
+            sub.all()
+        );
+    };
+    let ev = start.json();
+    let t_start = ev["t_start"].as_f64().unwrap();
+    assert!(
+        t_start >= s.anomaly_start - WINDOW_S,
+        "event began at {t_start} s, before the anomaly at {} s (normal clip from {} s): {ev}",
+        s.anomaly_start,
+        s.normal_start
+    );
+    assert!(
+        ev["score_max"].as_f64().unwrap() > ev["threshold"].as_f64().unwrap(),
+        "{ev}"
+    );
+    for key in ["id", "ts_start", "model", "bank"] {
+        assert!(!ev[key].is_null(), "event lacks {key}: {ev}");
+    }
+    // Wait for the replay to finish so every window of the normal clip was scored.
+    sub.wait_for(t, |m| {
+        m.topic == "hark/e2e/fan/health" && m.json()["ended"] == true
+    })
+    .expect("replay ends");
+    std::thread::sleep(Duration::from_millis(500));
+    let msgs = sub.all();
+    let early: Vec<_> = msgs
+        .iter()
+        .filter(|m| m.topic == "hark/e2e/fan/event" && m.json()["type"] == "start")
+        .filter(|m| m.json()["t_start"].as_f64().unwrap() < s.anomaly_start - WINDOW_S)
+        .collect();
+    assert!(early.is_empty(), "events before the anomaly: {early:?}");
+    let states: Vec<String> = msgs
+        .iter()
+        .filter(|m| m.topic == "hark/e2e/fan/state")
+        .map(|m| m.json()["state"].as_str().unwrap_or("").to_string())
+        .collect();
+    let learning = states
+        .iter()
+        .position(|s| s == "learning")
+        .expect("state learning");
+    let normal = states
+        .iter()
+        .position(|s| s == "normal")
+        .expect("state normal");
+    assert!(learning < normal, "learning before normal: {states:?}");
+    assert!(states.contains(&"anomaly".to_string()), "{states:?}");
+    let health = msgs
+        .iter()
+        .rev()
+        .find(|m| m.topic == "hark/e2e/fan/health")
+        .unwrap()
+        .json();
+    for key in [
+        "capture_ok",
+        "sample_rate",
+        "dropped_samples",
+        "dropped_windows",
+        "level_dbfs",
+        "clipping",
+    ] {
+        assert!(!health[key].is_null(), "health lacks {key}: {health}");
+    }
+    assert_eq!(health["dropped_windows"], 0, "{health}");
+    assert!(
+        dir.join("fan.bank.safetensors").exists(),
+        "learned bank saved"
+    );
+    assert!(
+        msgs.iter()
+            .any(|m| m.topic == "hark/e2e/availability" && m.payload == "online")
+    );
+    let status = proc
+        .terminate(Duration::from_secs(10))
+        .expect("hark exits after SIGTERM");
+    assert!(
+        status.success(),
+        "exit status {status:?}: {}",
+        proc.stderr()
+    );
+    let offline = sub.wait_for(Duration::from_secs(5), |m| {
+        m.topic == "hark/e2e/availability" && m.payload == "offline"
+    });
+    assert!(offline.is_some(), "offline after SIGTERM: {:?}", sub.all());
+}
+
+#[test]
+fn end_to_end_against_mosquitto() {
+    let Some(data) = shared_data() else { return };
+    let Some((_broker, port)) = mosquitto() else {
+        return;
+    };
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let s = build_stream(&data, dir.path());
+    let config = write_config(
+        dir.path(),
+        &s,
+        &format!("url = \"mqtt://127.0.0.1:{port}\""),
+    );
+    let sub = Collector::connect(port, "hark/#", Duration::from_secs(5));
+    let proc = spawn_hark(&config);
+    sub.wait_for(Duration::from_secs(10), |m| {
+        m.topic == "hark/e2e/availability" && m.payload == "online"
+    })
+    .expect("online");
+    // Retained availability: a second subscriber that arrives later still sees it.
+    let late = Collector::connect(port, "hark/e2e/availability", Duration::from_secs(5));
+    let online = late.wait_for(Duration::from_secs(10), |m| m.payload == "online");
+    assert!(online.is_some_and(|m| m.retain), "retained online");
+    check_flow(&sub, &s, proc, dir.path());
+}
+
+#[test]
+fn end_to_end_against_the_embedded_broker() {
+    let Some(data) = shared_data() else { return };
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let s = build_stream(&data, dir.path());
+    let port = free_port();
+    let config = write_config(dir.path(), &s, &format!("embedded_port = {port}"));
+    let proc = spawn_hark(&config);
+    assert!(
+        wait_for_port(port, Duration::from_secs(10)),
+        "embedded broker listens"
+    );
+    let sub = Collector::connect(port, "hark/#", Duration::from_secs(5));
+    check_flow(&sub, &s, proc, dir.path());
+}

@@ -1,0 +1,15 @@
+//! One integration-test binary: real parts (cpal over ALSA, mosquitto, rumqttd, real
+//! recordings), no sound card.
+
+// Helpers: shared data, free ports, brokers, the hark process, an MQTT collector.
+mod util;
+// cpal through an ALSA `file` PCM: what capture delivers equals the file.
+mod capture;
+// The dsp front end fed random chunk sizes equals one whole-file pass.
+mod streaming;
+// `hark run` end to end: file source → MQTT, against mosquitto and the embedded broker.
+mod daemon;
+// Bad config, model, WAV, bank or device: one line, non-zero exit, no panic.
+mod bad_input;
+// `enroll` and `score` on real recordings.
+mod offline;

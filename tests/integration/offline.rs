@@ -1,0 +1,83 @@
+//! `hark enroll` and `hark score` on real recordings: the offline path the daemon
+//! shares separates a failing fan from a healthy one.
+
+use std::path::Path;
+
+use crate::util::{hark, shared_data};
+
+#[test]
+fn enroll_then_score_separates_blade_fault_from_normal() {
+    let Some(data) = shared_data() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let bank = dir.path().join("fan.bank.safetensors");
+    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/default.safetensors");
+    let out = hark()
+        .arg("enroll")
+        .arg(data.join("fan"))
+        .arg("--model")
+        .arg(&model)
+        .arg("--out")
+        .arg(&bank)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cfg = dir.path().join("hark.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[[source]]\nname = \"fan\"\nmodel = \"{}\"\nbank = \"{}\"\n",
+            model.display(),
+            bank.display()
+        ),
+    )
+    .unwrap();
+    let score = |name: &str| -> (f64, usize, usize) {
+        let out = hark()
+            .arg("score")
+            .arg(data.join("fan/test").join(name))
+            .arg("--config")
+            .arg(&cfg)
+            .arg("--json")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let rows: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        for r in &rows {
+            for k in ["t", "score", "threshold", "anomaly"] {
+                assert!(!r[k].is_null(), "{k} in {r}");
+            }
+        }
+        let mean = rows
+            .iter()
+            .map(|r| r["score"].as_f64().unwrap())
+            .sum::<f64>()
+            / rows.len() as f64;
+        let anomalous = rows.iter().filter(|r| r["anomaly"] == true).count();
+        (mean, anomalous, rows.len())
+    };
+    let (normal, normal_flags, n) = score("normal_id_00_20210210T012029.wav");
+    let (fault, fault_flags, m) = score("anomaly_id_00_bladefault_20200318T205628.wav");
+    assert!(
+        fault > 3.0 * normal,
+        "blade fault {fault} vs normal {normal}"
+    );
+    assert_eq!(
+        normal_flags, 0,
+        "normal clip flagged in {normal_flags} of {n} windows"
+    );
+    assert!(
+        fault_flags * 10 >= m * 9,
+        "blade fault flagged in only {fault_flags} of {m} windows"
+    );
+}

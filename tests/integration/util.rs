@@ -1,0 +1,250 @@
+//! Shared helpers for the integration tests.
+
+use std::io::Read;
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
+
+/// The hark binary under test.
+pub fn hark() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_hark"))
+}
+
+/// True when .ci/run asked that nothing be skipped.
+fn required() -> bool {
+    std::env::var_os("HARK_REQUIRE_ALL").is_some()
+}
+
+/// `../shared/data`, or `None` (with a message) when it is absent. Under .ci/run
+/// (`HARK_REQUIRE_ALL=1`) absence is a failure, not a skip.
+pub fn shared_data() -> Option<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data");
+    if dir.join("fan").is_dir() {
+        return Some(dir);
+    }
+    assert!(
+        !required(),
+        "../shared/data is missing but HARK_REQUIRE_ALL is set"
+    );
+    eprintln!("SKIP: ../shared/data not found beside the checkout");
+    None
+}
+
+/// The path of a system program, or `None` (with a message) when it is not installed.
+pub fn system_binary(name: &str) -> Option<PathBuf> {
+    for dir in [
+        "/usr/sbin",
+        "/usr/bin",
+        "/usr/local/sbin",
+        "/usr/local/bin",
+        "/sbin",
+        "/bin",
+    ] {
+        let p = Path::new(dir).join(name);
+        if p.exists() {
+            return Some(p);
+        }
+    }
+    assert!(
+        !required(),
+        "{name} is not installed but HARK_REQUIRE_ALL is set"
+    );
+    eprintln!("SKIP: {name} is not installed (apt-get install {name})");
+    None
+}
+
+/// A TCP port on loopback that nothing listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Waits until something accepts connections on 127.0.0.1:port.
+pub fn wait_for_port(port: u16, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    false
+}
+
+/// Daemon tests share the machine's two cores; running them one at a time keeps
+/// their timing far from any limit.
+pub static SERIAL: Mutex<()> = Mutex::new(());
+
+/// A child process killed on drop.
+pub struct Proc(pub Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Proc {
+    /// Sends SIGTERM and waits up to `timeout` for the exit status.
+    pub fn terminate(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.0.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    /// Everything the process wrote to stderr (after it exited).
+    pub fn stderr(&mut self) -> String {
+        let mut s = String::new();
+        if let Some(e) = self.0.stderr.as_mut() {
+            let _ = e.read_to_string(&mut s);
+        }
+        s
+    }
+}
+
+/// A real mosquitto broker on a free loopback port.
+pub fn mosquitto() -> Option<(Proc, u16)> {
+    let bin = system_binary("mosquitto")?;
+    let port = free_port();
+    let child = Command::new(bin)
+        .args(["-p", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("mosquitto starts");
+    let proc = Proc(child);
+    assert!(
+        wait_for_port(port, Duration::from_secs(5)),
+        "mosquitto listens on {port}"
+    );
+    Some((proc, port))
+}
+
+/// One received MQTT message.
+#[derive(Debug, Clone)]
+pub struct Msg {
+    pub topic: String,
+    pub payload: String,
+    pub retain: bool,
+}
+
+impl Msg {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.payload).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+/// Subscribes to `filter` and records every message.
+pub struct Collector {
+    pub msgs: Arc<Mutex<Vec<Msg>>>,
+    client: Client,
+}
+
+impl Collector {
+    /// Connects (retrying until `timeout`) and subscribes with QoS 1.
+    pub fn connect(port: u16, filter: &str, timeout: Duration) -> Collector {
+        let id = format!("test-{}-{}", std::process::id(), free_port());
+        let mut opts = MqttOptions::new(id, "127.0.0.1", port);
+        opts.set_keep_alive(Duration::from_secs(5));
+        let (client, mut connection) = Client::new(opts, 100);
+        client.subscribe(filter, QoS::AtLeastOnce).unwrap();
+        let msgs = Arc::new(Mutex::new(Vec::new()));
+        let (m2, subscribed) = (msgs.clone(), Arc::new(Mutex::new(false)));
+        let s2 = subscribed.clone();
+        std::thread::spawn(move || {
+            for ev in connection.iter() {
+                match ev {
+                    Ok(Event::Incoming(Packet::Publish(p))) => m2.lock().unwrap().push(Msg {
+                        topic: p.topic.clone(),
+                        payload: String::from_utf8_lossy(&p.payload).into_owned(),
+                        retain: p.retain,
+                    }),
+                    Ok(Event::Incoming(Packet::SubAck(_))) => *s2.lock().unwrap() = true,
+                    Ok(_) => {}
+                    Err(rumqttc::ConnectionError::RequestsDone) => break,
+                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                }
+            }
+        });
+        let deadline = Instant::now() + timeout;
+        while !*subscribed.lock().unwrap() {
+            assert!(
+                Instant::now() < deadline,
+                "could not subscribe on port {port}"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        Collector { msgs, client }
+    }
+
+    /// Waits until a message satisfies `pred`; returns it.
+    pub fn wait_for(&self, timeout: Duration, pred: impl Fn(&Msg) -> bool) -> Option<Msg> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(m) = self.msgs.lock().unwrap().iter().find(|m| pred(m)) {
+                return Some(m.clone());
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// A copy of everything received so far.
+    pub fn all(&self) -> Vec<Msg> {
+        self.msgs.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Collector {
+    fn drop(&mut self) {
+        let _ = self.client.disconnect();
+    }
+}
+
+/// Concatenates mono clips of one rate with a short linear crossfade at each join (so
+/// the joins are not clicks), writes 16-bit WAV; returns each clip's start in seconds
+/// and the total length.
+pub fn concat_wav(files: &[PathBuf], out: &Path) -> (Vec<f64>, f64) {
+    let fade = 4000usize; // 0.25 s at 16 kHz
+    let mut all: Vec<f32> = Vec::new();
+    let mut starts = Vec::new();
+    let mut rate = 0;
+    for f in files {
+        let clip = hark::wav::Clip::read(f).unwrap();
+        rate = clip.sample_rate_hz;
+        let x = clip.mono(Some(0));
+        if all.is_empty() {
+            starts.push(0.0);
+            all.extend_from_slice(&x);
+            continue;
+        }
+        let n = fade.min(x.len()).min(all.len());
+        let base = all.len() - n;
+        starts.push(base as f64 / rate as f64);
+        for i in 0..n {
+            let a = i as f32 / n as f32;
+            all[base + i] = all[base + i] * (1.0 - a) + x[i] * a;
+        }
+        all.extend_from_slice(&x[n..]);
+    }
+    hark::wav::write_mono_i16(out, rate, &all).unwrap();
+    (starts, all.len() as f64 / rate as f64)
+}
