@@ -5,7 +5,7 @@
 use std::hint::black_box;
 use std::path::Path;
 
-use criterion::{Criterion, criterion_group, criterion_main};
+use criterion::{Criterion, criterion_group};
 use hark::bank::{NormalBank, calibrate};
 use hark::frontend::FrontEnd;
 use hark::model::Embedder;
@@ -28,7 +28,6 @@ fn unit_rows(n: usize, dim: usize) -> Vec<Vec<f32>> {
 }
 
 fn budget(c: &mut Criterion) {
-    // Same single-threaded matmuls as the daemon (see main.rs).
     let p = FrontEndParams::DEFAULT;
     let signal: Vec<f32> = (0..p.sample_rate_hz as usize)
         .map(|i| (i as f32 * 0.07).sin() * 0.3)
@@ -75,4 +74,13 @@ fn budget(c: &mut Criterion) {
 }
 
 criterion_group!(benches, budget);
-criterion_main!(benches);
+
+fn main() {
+    // The daemon runs candle single-threaded (see src/main.rs); measure that.
+    if std::env::var_os("RAYON_NUM_THREADS").is_none() {
+        // SAFETY: no other thread exists yet.
+        unsafe { std::env::set_var("RAYON_NUM_THREADS", "1") };
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

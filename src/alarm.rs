@@ -5,6 +5,7 @@
 //! changes are published at once; steady state at most every `state_interval_s`.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
@@ -56,6 +57,20 @@ pub fn run(mqtt: Mqtt, cfg: MqttConfig, sources: Vec<SourceTopics>, reports: Rec
         }
     };
     loop {
+        // A capture error (cpal's error callback) turns the source's state to fault.
+        for (i, s) in sources.iter().enumerate() {
+            if !s.health.capture_ok.load(Ordering::Relaxed)
+                && last[i].state != Some(SourceState::Fault)
+            {
+                tracing::error!(source = %s.base, "capture failed: state fault");
+                let payload = state_json(SourceState::Fault, None, None, 0.0, SystemTime::now());
+                publish(format!("{}/state", s.base), true, payload.to_string());
+                last[i] = Last {
+                    state: Some(SourceState::Fault),
+                    at: Instant::now(),
+                };
+            }
+        }
         if Instant::now() >= next_health {
             for s in &sources {
                 publish(

@@ -81,3 +81,25 @@ fn enroll_then_score_separates_blade_fault_from_normal() {
         "blade fault flagged in only {fault_flags} of {m} windows"
     );
 }
+
+#[test]
+fn shipped_model_is_made_by_its_documented_command() {
+    // models/README.md says how models/default.safetensors was made; this keeps it true.
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("m.safetensors");
+    let st = hark()
+        .args(["init-model", "--seed", "7", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/default.safetensors");
+    assert!(
+        std::fs::read(&out).unwrap() == std::fs::read(&shipped).unwrap(),
+        "models/default.safetensors differs from `hark init-model --seed 7`"
+    );
+}
