@@ -16,11 +16,11 @@ use anyhow::Context;
 use cpal::traits::{DeviceTrait, StreamTrait};
 use cpal::{SampleFormat, SizedSample};
 use ringbuf::HeapProd;
-use ringbuf::traits::{Observer, Producer};
+use ringbuf::traits::Producer;
 
 use crate::config::{Device, SourceConfig};
 use crate::health::SourceHealth;
-use crate::wav::{Clip, mix_into};
+use crate::wav::{WavStream, mix_into};
 
 /// Frames converted per step in the callback; a larger callback is done in steps.
 const SCRATCH_FRAMES: usize = 4096;
@@ -68,10 +68,10 @@ pub enum Input {
         /// The device's native sample format.
         format: SampleFormat,
     },
-    /// A decoded WAV file.
+    /// A WAV file, read as it plays.
     File {
         /// The audio.
-        clip: Clip,
+        stream: WavStream,
         /// Real-time pacing.
         realtime: bool,
     },
@@ -83,19 +83,19 @@ impl Input {
     pub fn open(source: &SourceConfig) -> anyhow::Result<Input> {
         match &source.device {
             Device::File { path, realtime } => {
-                let clip = Clip::read(path)?;
+                let stream = WavStream::open(path)?;
                 if let Some(c) = source.channel
-                    && c >= clip.channels
+                    && c >= stream.channels
                 {
                     anyhow::bail!(
                         "source {:?}: channel = {c}, but {} has {} channel(s)",
                         source.name,
                         path.display(),
-                        clip.channels
+                        stream.channels
                     );
                 }
                 Ok(Input::File {
-                    clip,
+                    stream,
                     realtime: *realtime,
                 })
             }
@@ -131,7 +131,7 @@ impl Input {
     pub fn sample_rate_hz(&self) -> u32 {
         match self {
             Input::Cpal { config, .. } => config.sample_rate,
-            Input::File { clip, .. } => clip.sample_rate_hz,
+            Input::File { stream, .. } => stream.sample_rate_hz,
         }
     }
 
@@ -158,11 +158,11 @@ impl Input {
             .store(self.sample_rate_hz(), Ordering::Relaxed);
         let stop = Arc::new(AtomicBool::new(false));
         match self {
-            Input::File { clip, realtime } => {
+            Input::File { stream, realtime } => {
                 let stop2 = stop.clone();
                 let thread = std::thread::Builder::new()
                     .name("capture".into())
-                    .spawn(move || replay(clip, channel, realtime, producer, &health, &stop2))?;
+                    .spawn(move || replay(stream, channel, realtime, producer, &health, &stop2))?;
                 Ok(Capture {
                     stream: None,
                     thread: Some(thread),
@@ -244,9 +244,9 @@ where
         .context("cannot open the input stream")
 }
 
-/// Replays a clip into the ring, then drops the producer (end of input).
+/// Replays a file into the ring, then drops the producer (end of input).
 fn replay(
-    clip: Clip,
+    mut stream: WavStream,
     channel: Option<usize>,
     realtime: bool,
     mut producer: HeapProd<f32>,
@@ -254,32 +254,47 @@ fn replay(
     stop: &AtomicBool,
 ) {
     health.capture_ok.store(true, Ordering::Relaxed);
-    let mono = clip.mono(channel);
-    let rate = clip.sample_rate_hz as f64;
-    // 10 ms blocks at real-time pace, like a sound card's periods.
+    let rate = stream.sample_rate_hz as f64;
+    // 10 ms blocks, like a sound card's periods.
     let block = ((rate / 100.0) as usize).max(1);
+    let (mut interleaved, mut mono) = (Vec::new(), vec![0.0f32; block]);
     let started = Instant::now();
-    let mut pos = 0;
-    while pos < mono.len() && !stop.load(Ordering::Relaxed) {
+    let mut played = 0usize;
+    while !stop.load(Ordering::Relaxed) {
+        let frames = match stream.read(block, &mut interleaved) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) => {
+                // A file cut short behaves like a microphone unplugged mid-stream.
+                tracing::error!("{e}");
+                health.capture_ok.store(false, Ordering::Relaxed);
+                break;
+            }
+        };
+        mix_into(&interleaved, stream.channels, channel, &mut mono[..frames]);
+        let mut chunk = &mono[..frames];
         if realtime {
-            let due = started + Duration::from_secs_f64(pos as f64 / rate);
+            let due = started + Duration::from_secs_f64(played as f64 / rate);
             if let Some(wait) = due.checked_duration_since(Instant::now()) {
                 std::thread::sleep(wait);
             }
-            let end = (pos + block).min(mono.len());
-            let pushed = producer.push_slice(&mono[pos..end]);
-            let lost = (end - pos) - pushed;
+            let lost = frames - producer.push_slice(chunk);
             if lost > 0 {
                 health
                     .dropped_samples
                     .fetch_add(lost as u64, Ordering::Relaxed);
             }
-            pos = end;
-        } else if producer.vacant_len() == 0 {
-            std::thread::sleep(Duration::from_millis(1));
         } else {
-            pos += producer.push_slice(&mono[pos..]);
+            // Nothing is live: wait for room instead of dropping.
+            while !chunk.is_empty() && !stop.load(Ordering::Relaxed) {
+                let n = producer.push_slice(chunk);
+                chunk = &chunk[n..];
+                if n == 0 {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
         }
+        played += frames;
     }
     health.ended.store(true, Ordering::Relaxed);
 }

@@ -80,6 +80,80 @@ impl Clip {
     }
 }
 
+/// A WAV file read a block at a time, so replaying a long recording costs a few
+/// kilobytes of memory, not the whole file.
+pub struct WavStream {
+    reader: hound::WavReader<std::io::BufReader<std::fs::File>>,
+    path: PathBuf,
+    /// Samples per second per channel.
+    pub sample_rate_hz: u32,
+    /// Channels per frame.
+    pub channels: usize,
+    scale: f32,
+    float: bool,
+}
+
+impl std::fmt::Debug for WavStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WavStream")
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+impl WavStream {
+    /// Opens a WAV file and checks its header; an empty file is an error.
+    pub fn open(path: &Path) -> Result<WavStream, WavError> {
+        let err = |why: String| WavError {
+            file: path.to_path_buf(),
+            why,
+        };
+        let reader = hound::WavReader::open(path).map_err(|e| err(describe(e)))?;
+        let spec = reader.spec();
+        if spec.channels == 0 || spec.sample_rate == 0 {
+            return Err(err(format!(
+                "invalid header: {} channels at {} Hz",
+                spec.channels, spec.sample_rate
+            )));
+        }
+        if reader.len() == 0 {
+            return Err(err("no audio samples (empty file)".into()));
+        }
+        Ok(WavStream {
+            reader,
+            path: path.to_path_buf(),
+            sample_rate_hz: spec.sample_rate,
+            channels: spec.channels as usize,
+            scale: 1.0 / (1u64 << (spec.bits_per_sample.max(1) - 1)) as f32,
+            float: spec.sample_format == hound::SampleFormat::Float,
+        })
+    }
+
+    /// Reads up to `frames` frames (interleaved) into `out`, replacing its contents.
+    /// Returns the number of frames read; 0 at the end of the file.
+    pub fn read(&mut self, frames: usize, out: &mut Vec<f32>) -> Result<usize, WavError> {
+        out.clear();
+        let n = frames * self.channels;
+        let result: Result<(), hound::Error> = if self.float {
+            self.reader
+                .samples::<f32>()
+                .take(n)
+                .try_for_each(|s| s.map(|v| out.push(v)))
+        } else {
+            let scale = self.scale;
+            self.reader
+                .samples::<i32>()
+                .take(n)
+                .try_for_each(|s| s.map(|v| out.push(v as f32 * scale)))
+        };
+        result.map_err(|e| WavError {
+            file: self.path.clone(),
+            why: describe(e),
+        })?;
+        Ok(out.len() / self.channels)
+    }
+}
+
 /// Picks one channel or mixes all of interleaved `input` into `out` (one value per frame).
 ///
 /// Used by the real-time capture callback too, so it never allocates. A channel beyond

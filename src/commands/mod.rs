@@ -105,6 +105,12 @@ pub enum Command {
         /// Seconds of synthetic audio for the end-to-end measurement.
         #[arg(long, default_value_t = 120.0)]
         seconds: f64,
+        /// Normal-bank size for the end-to-end measurement (the peer's default: 1000).
+        #[arg(long, default_value_t = 1000)]
+        bank: usize,
+        /// Use this recording (looped to --seconds) instead of a synthetic pump.
+        #[arg(long)]
+        wav: Option<PathBuf>,
     },
     /// Write a fixed-seed (untrained) embedding network, the shipped default until a
     /// trained model replaces it.
@@ -216,9 +222,17 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             json,
             model,
             seconds,
+            bank,
+            wav,
         } => {
             init_logging("warn");
-            bench::run(&model, seconds, json)
+            let options = bench::Options {
+                model,
+                seconds,
+                bank,
+                wav,
+            };
+            bench::run(&options, json)
         }
         Command::InitModel { seed, out } => {
             let meta = crate::model::ModelMeta::default_continuous(&format!(
