@@ -8,11 +8,16 @@ use crate::bank::{NormalBank, Origin};
 use crate::capture::Input;
 use crate::config::Config;
 use crate::frontend::FrontEnd;
-use crate::inference::{MAX_BANK, TARGET_FAR};
+use crate::inference::TARGET_FAR;
 use crate::model::Embedder;
 
 /// Enrols from every normal clip of the given folders.
-pub fn from_dirs(dirs: &[PathBuf], model: &Path, out: &Path) -> anyhow::Result<()> {
+pub fn from_dirs(
+    dirs: &[PathBuf],
+    model: &Path,
+    out: &Path,
+    max_bank: usize,
+) -> anyhow::Result<()> {
     if dirs.is_empty() {
         bail!("give at least one folder of normal clips, or --source NAME");
     }
@@ -37,11 +42,17 @@ pub fn from_dirs(dirs: &[PathBuf], model: &Path, out: &Path) -> anyhow::Result<(
             segment += 1;
         }
     }
-    save(&embedder, &embeddings, &origins, out)
+    save(&embedder, &embeddings, &origins, out, max_bank)
 }
 
 /// Enrols from `learn_seconds` of a configured source's live input.
-pub fn from_source(config: &Path, name: &str, model: &Path, out: &Path) -> anyhow::Result<()> {
+pub fn from_source(
+    config: &Path,
+    name: &str,
+    model: &Path,
+    out: &Path,
+    max_bank: usize,
+) -> anyhow::Result<()> {
     let cfg = Config::load(config)?;
     let Some(s) = cfg.sources.iter().find(|s| s.name == name) else {
         bail!("{}: no [[source]] named {name:?}", config.display());
@@ -70,7 +81,7 @@ pub fn from_source(config: &Path, name: &str, model: &Path, out: &Path) -> anyho
             index: w.index as u32,
         }));
     }
-    save(&embedder, &embeddings, &origins, out)
+    save(&embedder, &embeddings, &origins, out, max_bank)
 }
 
 fn save(
@@ -78,6 +89,7 @@ fn save(
     embeddings: &[Vec<f32>],
     origins: &[Origin],
     out: &Path,
+    max_bank: usize,
 ) -> anyhow::Result<()> {
     let p = embedder.meta().front;
     let guard = p.frames.div_ceil(p.window_hop_frames) as u32;
@@ -85,7 +97,7 @@ fn save(
         embeddings,
         origins,
         guard,
-        MAX_BANK,
+        max_bank,
         TARGET_FAR,
         embedder.hash(),
     )?;

@@ -82,6 +82,9 @@ pub enum Command {
         /// Bank file to write (atomically).
         #[arg(long)]
         out: PathBuf,
+        /// Most embeddings to keep (greedy k-center coreset); scoring cost grows with it.
+        #[arg(long, default_value_t = crate::inference::MAX_BANK)]
+        max_bank: usize,
     },
     /// Score a WAV file offline through the same dsp and inference path as the daemon.
     Score {
@@ -202,16 +205,19 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             config,
             model,
             out,
+            max_bank,
         } => {
             init_logging("info");
+            anyhow::ensure!(max_bank >= 2, "--max-bank {max_bank}: must be >= 2");
             match source {
                 Some(name) => enroll::from_source(
                     &config.unwrap_or_else(Config::default_path),
                     &name,
                     &model,
                     &out,
+                    max_bank,
                 ),
-                None => enroll::from_dirs(&dirs, &model, &out),
+                None => enroll::from_dirs(&dirs, &model, &out, max_bank),
             }
         }
         Command::Score { file, config, json } => {
