@@ -54,7 +54,7 @@ pub fn start_embedded(port: u16) -> anyhow::Result<()> {
             tracing::info!(%addr, "embedded MQTT broker listening");
             return Ok(());
         }
-        std::thread::sleep(Duration::from_millis(10));
+        std::thread::sleep(Duration::from_millis(1));
     }
     anyhow::bail!("embedded broker did not start listening on {addr}")
 }

@@ -156,6 +156,9 @@ impl Input {
         health
             .sample_rate_hz
             .store(self.sample_rate_hz(), Ordering::Relaxed);
+        // Healthy until proven otherwise: the alarm stage must not read the initial
+        // `false` of a stream that is only starting as a fault.
+        health.capture_ok.store(true, Ordering::Relaxed);
         let stop = Arc::new(AtomicBool::new(false));
         match self {
             Input::File { stream, realtime } => {
@@ -213,7 +216,6 @@ where
     let mut interleaved = vec![0.0f32; SCRATCH_FRAMES * channels];
     let mut mono = vec![0.0f32; SCRATCH_FRAMES];
     let data_health = health.clone();
-    data_health.capture_ok.store(true, Ordering::Relaxed);
     let on_data = move |data: &[T], _: &cpal::InputCallbackInfo| {
         for chunk in data.chunks(SCRATCH_FRAMES * channels) {
             let frames = chunk.len() / channels;
@@ -253,7 +255,6 @@ fn replay(
     health: &SourceHealth,
     stop: &AtomicBool,
 ) {
-    health.capture_ok.store(true, Ordering::Relaxed);
     let rate = stream.sample_rate_hz as f64;
     // 10 ms blocks, like a sound card's periods.
     let block = ((rate / 100.0) as usize).max(1);

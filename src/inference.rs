@@ -60,6 +60,34 @@ struct Running {
     last_update_t: f64,
 }
 
+/// A window's score, the threshold it was held to, and when the anomalous sound
+/// began if this window raises an event.
+struct Scored {
+    score: f32,
+    threshold: f32,
+    onset_t: f64,
+}
+
+/// Start times of the last `raise_n` windows that were over threshold, so an event
+/// says when the anomalous sound began, not when the k-of-n rule was satisfied.
+#[derive(Default)]
+struct Recent {
+    over: std::collections::VecDeque<Option<f64>>,
+}
+
+impl Recent {
+    fn push(&mut self, over_start: Option<f64>, n: usize) {
+        self.over.push_back(over_start);
+        while self.over.len() > n {
+            self.over.pop_front();
+        }
+    }
+
+    fn earliest_over(&self) -> Option<f64> {
+        self.over.iter().flatten().copied().reduce(f64::min)
+    }
+}
+
 impl Inference {
     /// The inference thread body; returns when the dsp stage hangs up.
     pub fn run(self, windows: Receiver<Window>, reports: Sender<Report>) {
@@ -92,6 +120,7 @@ impl Inference {
             t: 0.0,
         });
         let mut running: Option<Running> = None;
+        let mut recent = Recent::default();
         let mut last_t = 0.0;
         let mut batch: Vec<Window> = Vec::with_capacity(MAX_BATCH);
         while let Ok(first) = windows.recv() {
@@ -142,7 +171,14 @@ impl Inference {
                     Phase::Armed(det) => {
                         let score = det.score(&emb);
                         let transition = det.update(score);
-                        self.on_score(w, score, det.threshold(), transition, &mut running, &send);
+                        let over = score > det.threshold();
+                        recent.push(over.then_some(w.t_start_s), self.decision.1);
+                        let scored = Scored {
+                            score,
+                            threshold: det.threshold(),
+                            onset_t: recent.earliest_over().unwrap_or(w.t_start_s),
+                        };
+                        self.on_score(w, scored, transition, &mut running, &send);
                         let state = if det.active() {
                             SourceState::Anomaly
                         } else {
@@ -212,12 +248,16 @@ impl Inference {
     fn on_score(
         &self,
         w: &Window,
-        score: f32,
-        threshold: f32,
+        scored: Scored,
         transition: Transition,
         running: &mut Option<Running>,
         send: &dyn Fn(Report),
     ) {
+        let Scored {
+            score,
+            threshold,
+            onset_t,
+        } = scored;
         let now = SystemTime::now();
         match transition {
             Transition::Raise => {
@@ -230,7 +270,7 @@ impl Inference {
                     kind: EventKind::Start,
                     ts_start: now,
                     ts_end: None,
-                    t_start: w.t_start_s,
+                    t_start: onset_t,
                     t_end: w.t_end_s,
                     score_max: score,
                     threshold,

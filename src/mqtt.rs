@@ -27,6 +27,8 @@ pub struct Mqtt {
     stop: Arc<AtomicBool>,
     driver: Option<JoinHandle<()>>,
     availability: String,
+    /// Set when our own `offline` came back from the broker during shutdown.
+    offline_seen: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for Mqtt {
@@ -68,11 +70,13 @@ impl Mqtt {
         let (client, mut connection) = Client::new(opts, REQUEST_CAPACITY);
         let connected = Arc::new(AtomicBool::new(false));
         let stop = Arc::new(AtomicBool::new(false));
-        let (c2, connected2, stop2, topic2) = (
+        let offline_seen = Arc::new(AtomicBool::new(false));
+        let (c2, connected2, stop2, topic2, seen2) = (
             client.clone(),
             connected.clone(),
             stop.clone(),
             availability.clone(),
+            offline_seen.clone(),
         );
         let max_s = cfg.reconnect_max_s;
         let driver = std::thread::Builder::new()
@@ -87,6 +91,16 @@ impl Mqtt {
                             connected2.store(true, Ordering::Relaxed);
                             tracing::info!(broker = %format!("{host}:{port}"), "mqtt connected");
                             let _ = c2.try_publish(&topic2, QoS::AtLeastOnce, true, "online");
+                            // Hearing our own `offline` come back at shutdown proves the
+                            // broker has passed it on to every subscriber.
+                            let _ = c2.try_subscribe(&topic2, QoS::AtLeastOnce);
+                        }
+                        Ok(Event::Incoming(Packet::Publish(p)))
+                            if p.topic == topic2
+                                && &p.payload[..] == b"offline"
+                                && stop2.load(Ordering::Relaxed) =>
+                        {
+                            seen2.store(true, Ordering::Relaxed);
                         }
                         Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) => {
                             connected2.store(false, Ordering::Relaxed);
@@ -117,16 +131,23 @@ impl Mqtt {
             stop,
             driver: Some(driver),
             availability,
+            offline_seen,
         }
     }
 
-    /// Publishes retained `offline`, disconnects, and joins the driver (at most ~2 s).
+    /// Publishes retained `offline`, waits until the broker has delivered it (at most
+    /// 2 s; this matters for the embedded broker, which dies with the process),
+    /// disconnects, and joins the driver (at most 2 s more).
     pub fn shutdown(mut self) {
         self.stop.store(true, Ordering::Relaxed);
         if self.connected.load(Ordering::Relaxed) {
             let _ = self
                 .client
                 .try_publish(&self.availability, QoS::AtLeastOnce, true, "offline");
+            let deadline = Instant::now() + Duration::from_secs(2);
+            while !self.offline_seen.load(Ordering::Relaxed) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+            }
         }
         let _ = self.client.try_disconnect();
         if let Some(d) = self.driver.take() {

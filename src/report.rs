@@ -53,7 +53,8 @@ pub struct Event {
     pub ts_start: SystemTime,
     /// Wall time it ended (end only).
     pub ts_end: Option<SystemTime>,
-    /// Stream time of the first anomalous window's start, seconds.
+    /// Stream time, in seconds, of the start of the earliest over-threshold window
+    /// among those that raised the event.
     pub t_start: f64,
     /// Stream time of the latest window's end, seconds.
     pub t_end: f64,

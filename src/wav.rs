@@ -29,35 +29,12 @@ pub struct WavError {
 impl Clip {
     /// Reads a whole WAV file.
     pub fn read(path: &Path) -> Result<Clip, WavError> {
-        let err = |why: String| WavError {
-            file: path.to_path_buf(),
-            why,
-        };
-        let reader = hound::WavReader::open(path).map_err(|e| err(describe(e)))?;
-        let spec = reader.spec();
-        if spec.channels == 0 || spec.sample_rate == 0 {
-            return Err(err(format!(
-                "invalid header: {} channels at {} Hz",
-                spec.channels, spec.sample_rate
-            )));
-        }
-        let samples: Result<Vec<f32>, hound::Error> = match spec.sample_format {
-            hound::SampleFormat::Float => reader.into_samples::<f32>().collect(),
-            hound::SampleFormat::Int => {
-                let scale = 1.0 / (1u64 << (spec.bits_per_sample - 1)) as f32;
-                reader
-                    .into_samples::<i32>()
-                    .map(|s| s.map(|v| v as f32 * scale))
-                    .collect()
-            }
-        };
-        let samples = samples.map_err(|e| err(describe(e)))?;
-        if samples.is_empty() {
-            return Err(err("no audio samples (empty file)".into()));
-        }
+        let mut stream = WavStream::open(path)?;
+        let mut samples = Vec::new();
+        stream.read(usize::MAX / stream.channels, &mut samples)?;
         Ok(Clip {
-            sample_rate_hz: spec.sample_rate,
-            channels: spec.channels as usize,
+            sample_rate_hz: stream.sample_rate_hz,
+            channels: stream.channels,
             samples,
         })
     }

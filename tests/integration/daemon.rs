@@ -134,6 +134,8 @@ fn check_flow(sub: &Collector, s: &Stream, mut proc: Proc, dir: &Path) {
         .expect("state normal");
     assert!(learning < normal, "learning before normal: {states:?}");
     assert!(states.contains(&"anomaly".to_string()), "{states:?}");
+    // A healthy file source never reports a fault (it once did, racing its own start).
+    assert!(!states.contains(&"fault".to_string()), "{states:?}");
     let health = msgs
         .iter()
         .rev()
