@@ -38,6 +38,7 @@ pub mod frontend;
 pub mod fsutil;
 pub mod health;
 pub mod inference;
+pub mod metrics;
 pub mod model;
 pub mod mqtt;
 pub mod report;

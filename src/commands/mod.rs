@@ -2,7 +2,9 @@
 
 mod bench;
 mod enroll;
+mod eval;
 mod offline;
+mod plot;
 mod record;
 mod score;
 
@@ -96,6 +98,21 @@ pub enum Command {
         /// One JSON object per window.
         #[arg(long)]
         json: bool,
+    },
+    /// DCASE-style evaluation: enrol on each set's train/, score its test/, print AUC
+    /// and pAUC (p = 0.1) beside a loudness-only baseline.
+    Eval {
+        /// DCASE-layout folders (SET/train, SET/test), or folders of such sets.
+        dirs: Vec<PathBuf>,
+        /// Embedding network.
+        #[arg(long, default_value = "models/default.safetensors")]
+        model: PathBuf,
+        /// One JSON object per set.
+        #[arg(long)]
+        json: bool,
+        /// Write ROC curves and score histograms to this SVG.
+        #[arg(long)]
+        plot: Option<PathBuf>,
     },
     /// Per-stage cost and real-time factor on this machine.
     Bench {
@@ -239,6 +256,15 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 wav,
             };
             bench::run(&options, json)
+        }
+        Command::Eval {
+            dirs,
+            model,
+            json,
+            plot,
+        } => {
+            init_logging("warn");
+            eval::run(&dirs, &model, json, plot.as_deref())
         }
         Command::InitModel { seed, out } => {
             let meta = crate::model::ModelMeta::default_continuous(&format!(

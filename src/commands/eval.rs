@@ -1,0 +1,243 @@
+//! `hark eval`: the DCASE protocol. Enrol on a set's `train/` clips, score every
+//! labelled `test/` clip with the daemon's own dsp and inference code, and report AUC
+//! and pAUC beside a loudness-only baseline on the same clips.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+
+use crate::bank::{NormalBank, Origin};
+use crate::inference::{MAX_BANK, TARGET_FAR};
+use crate::metrics::{auc, pauc};
+use crate::model::Embedder;
+use crate::wav::Clip;
+
+/// The false-positive rate up to which pAUC is taken (DCASE: 0.1).
+pub const MAX_FPR: f64 = 0.1;
+
+/// One evaluated set: the numbers `eval --json` prints, and the scores for plots.
+#[derive(Debug, Clone)]
+pub struct SetResult {
+    /// Set name (folder name, or `parent/child` for nested sets).
+    pub name: String,
+    /// Model AUC.
+    pub auc: f64,
+    /// Model pAUC at `MAX_FPR`.
+    pub pauc: f64,
+    /// Loudness-only baseline AUC on the same clips.
+    pub level_auc: f64,
+    /// Clip scores of the normal test clips.
+    pub normal: Vec<f64>,
+    /// Clip scores of the anomalous test clips.
+    pub anomaly: Vec<f64>,
+}
+
+/// The label of a test clip from its name: `normal_…`/`anomaly_…` (DCASE 2020) or
+/// `…_test_normal_…`/`…_test_anomaly_…` (DCASE 2023). `None`: unlabelled.
+pub fn label(path: &Path) -> Option<bool> {
+    let name = path.file_name()?.to_string_lossy().to_ascii_lowercase();
+    if name.starts_with("anomaly") || name.contains("_test_anomaly_") {
+        Some(true)
+    } else if name.starts_with("normal") || name.contains("_test_normal_") {
+        Some(false)
+    } else {
+        None
+    }
+}
+
+/// The sets under a folder: the folder itself if it has `train/`, else each child
+/// folder that has one (e.g. the machine types of a DCASE 2023 download).
+pub fn sets(dir: &Path) -> anyhow::Result<Vec<(String, PathBuf)>> {
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    if dir.join("train").is_dir() {
+        return Ok(vec![(name, dir.to_path_buf())]);
+    }
+    let mut out: Vec<(String, PathBuf)> = std::fs::read_dir(dir)
+        .with_context(|| format!("{}: cannot list folder", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.join("train").is_dir())
+        .map(|p| {
+            (
+                format!(
+                    "{name}/{}",
+                    p.file_name().unwrap_or_default().to_string_lossy()
+                ),
+                p,
+            )
+        })
+        .collect();
+    out.sort();
+    if out.is_empty() {
+        bail!(
+            "{}: no train/ folder here or one level down (DCASE layout: SET/train, SET/test)",
+            dir.display()
+        );
+    }
+    Ok(out)
+}
+
+/// Window scores of a clip, padded with silence to one window if it is shorter (a
+/// single knock, a bottle strike).
+fn clip_windows(embedder: &Embedder, path: &Path) -> anyhow::Result<(Vec<Vec<f32>>, f64)> {
+    let front = embedder.meta().front;
+    let clip = Clip::read(path)?;
+    let mut x = clip.mono(Some(0));
+    let rms = (x.iter().map(|v| (*v as f64).powi(2)).sum::<f64>() / x.len() as f64).sqrt();
+    // One window plus slack for the resampler's delay.
+    let min_len = ((front.window_seconds() + 0.25) * clip.sample_rate_hz as f64) as usize;
+    if x.len() < min_len {
+        x.resize(min_len, 0.0);
+    }
+    let windows = crate::frontend::windows_of(front, clip.sample_rate_hz, &x)?;
+    let mut embeddings = Vec::with_capacity(windows.len());
+    for chunk in windows.chunks(32) {
+        let slices: Vec<&[f32]> = chunk.iter().map(|w| w.mels.as_slice()).collect();
+        embeddings.extend(
+            embedder
+                .embed(&slices)
+                .with_context(|| format!("{}: embedding failed", path.display()))?,
+        );
+    }
+    Ok((embeddings, rms))
+}
+
+fn log_level(rms: f64) -> f64 {
+    (rms + 1e-9).ln()
+}
+
+/// Evaluates one set; `Ok(None)` when its test clips lack one of the labels.
+pub fn evaluate(embedder: &Embedder, name: &str, dir: &Path) -> anyhow::Result<Option<SetResult>> {
+    let p = embedder.meta().front;
+    let guard = p.frames.div_ceil(p.window_hop_frames) as u32;
+    let (mut embeddings, mut origins, mut train_levels) = (Vec::new(), Vec::new(), Vec::new());
+    for (segment, file) in super::wav_files(&dir.join("train"))?.iter().enumerate() {
+        let (e, rms) = clip_windows(embedder, file)?;
+        train_levels.push(log_level(rms));
+        for (index, v) in e.into_iter().enumerate() {
+            embeddings.push(v);
+            origins.push(Origin {
+                segment: segment as u32,
+                index: index as u32,
+            });
+        }
+    }
+    let bank = NormalBank::build(
+        &embeddings,
+        &origins,
+        guard,
+        MAX_BANK,
+        TARGET_FAR,
+        embedder.hash(),
+    )?;
+    let n = train_levels.len() as f64;
+    let mu = train_levels.iter().sum::<f64>() / n;
+    let sd = (train_levels.iter().map(|l| (l - mu).powi(2)).sum::<f64>() / n).sqrt() + 1e-9;
+
+    let test_dir = dir.join("test");
+    let mut tests: Vec<PathBuf> = std::fs::read_dir(&test_dir)
+        .with_context(|| format!("{}: cannot list folder", test_dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x.eq_ignore_ascii_case("wav")))
+        .collect();
+    tests.sort();
+    let (mut normal, mut anomaly, mut level_n, mut level_a) = (vec![], vec![], vec![], vec![]);
+    for file in &tests {
+        let Some(is_anomaly) = label(file) else {
+            continue;
+        };
+        let (e, rms) = clip_windows(embedder, file)?;
+        let score = e.iter().map(|v| bank.nearest(v).0 as f64).sum::<f64>() / e.len() as f64;
+        // The peer's loudness baseline: distance of the clip's log level from the
+        // training clips' mean, in standard deviations, whichever direction.
+        let level = ((log_level(rms) - mu) / sd).abs();
+        if is_anomaly {
+            anomaly.push(score);
+            level_a.push(level);
+        } else {
+            normal.push(score);
+            level_n.push(level);
+        }
+    }
+    if normal.is_empty() || anomaly.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(SetResult {
+        name: name.to_string(),
+        auc: auc(&normal, &anomaly)?,
+        pauc: pauc(&normal, &anomaly, MAX_FPR)?,
+        level_auc: auc(&level_n, &level_a)?,
+        normal,
+        anomaly,
+    }))
+}
+
+/// Evaluates every set under `dirs` and prints a table or JSON lines.
+pub fn run(dirs: &[PathBuf], model: &Path, json: bool, plot: Option<&Path>) -> anyhow::Result<()> {
+    if dirs.is_empty() {
+        bail!("give at least one DCASE-layout folder (SET/train, SET/test)");
+    }
+    let embedder = Embedder::load(model)?;
+    let mut results = Vec::new();
+    for dir in dirs {
+        for (name, set) in sets(dir)? {
+            let Some(r) = evaluate(&embedder, &name, &set)? else {
+                eprintln!("{name}: skipped (its test/ clips need both normal and anomaly labels)");
+                continue;
+            };
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "set": r.name, "auc": r.auc, "pauc": r.pauc, "level_auc": r.level_auc,
+                        "n_normal": r.normal.len(), "n_anomaly": r.anomaly.len(),
+                    })
+                );
+            } else {
+                println!(
+                    "{:<24} AUC {:6.2}  pAUC {:6.2}  level AUC {:6.2}  ({} normal / {} anomaly)",
+                    r.name,
+                    100.0 * r.auc,
+                    100.0 * r.pauc,
+                    100.0 * r.level_auc,
+                    r.normal.len(),
+                    r.anomaly.len()
+                );
+            }
+            results.push(r);
+        }
+    }
+    if results.is_empty() {
+        bail!("no set had test clips of both labels");
+    }
+    if let Some(out) = plot {
+        super::plot::eval_svg(&results, out)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_from_dcase_2020_and_2023_names() {
+        assert_eq!(label(Path::new("a/anomaly_id_00_0001.wav")), Some(true));
+        assert_eq!(label(Path::new("normal_id_00_0001.wav")), Some(false));
+        assert_eq!(
+            label(Path::new("section_00_source_test_anomaly_0001_car_A1.wav")),
+            Some(true)
+        );
+        assert_eq!(
+            label(Path::new("section_00_target_test_normal_0003.wav")),
+            Some(false)
+        );
+        assert_eq!(
+            label(Path::new("section_00_source_train_normal_0001.wav")),
+            None
+        );
+        assert_eq!(label(Path::new("recording.wav")), None);
+    }
+}
