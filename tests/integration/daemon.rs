@@ -218,3 +218,33 @@ fn end_to_end_against_the_embedded_broker() {
     let sub = Collector::connect(port, "hark/#", Duration::from_secs(5));
     check_flow(&sub, &s, proc, dir.path());
 }
+
+#[test]
+fn an_absent_broker_never_blocks_detection_or_shutdown() {
+    // No broker listens on the configured port: capture, dsp and inference must carry
+    // on (the bank is learned and saved) and SIGTERM must still end hark cleanly.
+    let Some(data) = shared_data() else { return };
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let s = build_stream(&data, dir.path());
+    let config = write_config(
+        dir.path(),
+        &s,
+        &format!("url = \"mqtt://127.0.0.1:{}\"", free_port()),
+    );
+    let mut proc = spawn_hark(&config);
+    let bank = dir.path().join("fan.bank.safetensors");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !bank.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no bank learned without a broker"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let status = proc
+        .terminate(Duration::from_secs(10))
+        .expect("exits after SIGTERM without a broker");
+    assert!(status.success(), "{status:?}: {}", proc.stderr());
+    assert!(proc.stderr().contains("mqtt down"), "the outage is logged");
+}
