@@ -43,4 +43,5 @@ pub mod model;
 pub mod mqtt;
 pub mod report;
 pub mod spectrogram;
+pub mod train;
 pub mod wav;

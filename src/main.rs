@@ -11,7 +11,9 @@ fn main() -> ExitCode {
     // every core (rayon), which at our sizes costs 2-3x more CPU than it saves in wall
     // time and steals the core the capture and dsp stages need. A user's own
     // RAYON_NUM_THREADS still wins.
-    if std::env::var_os("RAYON_NUM_THREADS").is_none() {
+    // Training is the exception: it is a batch job and may use every core.
+    let training = matches!(cli.command, hark::commands::Command::Train { .. });
+    if std::env::var_os("RAYON_NUM_THREADS").is_none() && !training {
         // SAFETY: nothing else runs yet (no thread has been spawned), so no other
         // thread can be reading the environment while it changes.
         unsafe { std::env::set_var("RAYON_NUM_THREADS", "1") };

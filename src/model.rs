@@ -254,9 +254,8 @@ impl Embedder {
     pub fn embed(&self, windows: &[&[f32]]) -> candle_core::Result<Vec<Vec<f32>>> {
         let p = &self.meta.front;
         let mut flat = Vec::with_capacity(windows.len() * self.window_len());
-        let (off, inv) = (self.meta.input_offset_db, 1.0 / self.meta.input_scale_db);
         for w in windows {
-            flat.extend(w.iter().map(|v| (v - off) * inv));
+            self.meta.normalise_into(w, &mut flat);
         }
         let x = Tensor::from_vec(flat, (windows.len(), p.frames, p.n_mels), &self.device)?;
         let y = self.net.forward(&x)?;
@@ -276,6 +275,12 @@ impl ModelMeta {
             mode: "continuous".into(),
             origin: origin.into(),
         }
+    }
+
+    /// Appends a window's network input: `(dB − offset) / scale`.
+    pub fn normalise_into(&self, window_db: &[f32], out: &mut Vec<f32>) {
+        let (off, inv) = (self.input_offset_db, 1.0 / self.input_scale_db);
+        out.extend(window_db.iter().map(|v| (v - off) * inv));
     }
 
     /// Serialises to the safetensors string map.
@@ -435,6 +440,14 @@ pub fn save_tensors(
 /// replaces it: random conv features already separate spectra that differ, and the
 /// bank of normal embeddings does the rest.
 pub fn init_fixed_seed(meta: &ModelMeta, seed: u64, out: &Path) -> anyhow::Result<()> {
+    save_tensors(out, &fixed_seed_tensors(meta, seed), meta.to_map())
+}
+
+/// A named tensor as plain data: name, shape, row-major values.
+pub type NamedTensor = (String, Vec<usize>, Vec<f32>);
+
+/// The network's weights drawn from `seed` (the start of training, too).
+pub fn fixed_seed_tensors(meta: &ModelMeta, seed: u64) -> Vec<NamedTensor> {
     let mut rng = SplitMix64(seed);
     let [w1, w2, w3] = WIDTHS;
     let mut tensors = Vec::new();
@@ -457,14 +470,15 @@ pub fn init_fixed_seed(meta: &ModelMeta, seed: u64, out: &Path) -> anyhow::Resul
         .collect();
     tensors.push(("fc.weight".into(), vec![fout, fin], w));
     tensors.push(("fc.bias".into(), vec![fout], vec![0.0; fout]));
-    save_tensors(out, &tensors, meta.to_map())
+    tensors
 }
 
 /// A tiny deterministic generator, so a seed means the same weights on every machine.
-struct SplitMix64(u64);
+pub struct SplitMix64(pub u64);
 
 impl SplitMix64 {
-    fn next_u64(&mut self) -> u64 {
+    /// Next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -472,12 +486,13 @@ impl SplitMix64 {
         z ^ (z >> 31)
     }
 
-    fn uniform(&mut self) -> f64 {
+    /// Uniform in (0, 1).
+    pub fn uniform(&mut self) -> f64 {
         ((self.next_u64() >> 11) as f64 + 0.5) / (1u64 << 53) as f64
     }
 
     /// Standard normal by Box–Muller.
-    fn normal(&mut self) -> f64 {
+    pub fn normal(&mut self) -> f64 {
         let (u1, u2) = (self.uniform(), self.uniform());
         (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
     }

@@ -79,19 +79,14 @@ pub fn sets(dir: &Path) -> anyhow::Result<Vec<(String, PathBuf)>> {
     Ok(out)
 }
 
-/// Window scores of a clip, padded with silence to one window if it is shorter (a
-/// single knock, a bottle strike).
+/// Embeddings and RMS level of a clip (channel 0), padded to one window if short.
 fn clip_windows(embedder: &Embedder, path: &Path) -> anyhow::Result<(Vec<Vec<f32>>, f64)> {
-    let front = embedder.meta().front;
     let clip = Clip::read(path)?;
-    let mut x = clip.mono(Some(0));
-    let rms = (x.iter().map(|v| (*v as f64).powi(2)).sum::<f64>() / x.len() as f64).sqrt();
-    // One window plus slack for the resampler's delay.
-    let min_len = ((front.window_seconds() + 0.25) * clip.sample_rate_hz as f64) as usize;
-    if x.len() < min_len {
-        x.resize(min_len, 0.0);
-    }
-    let windows = crate::frontend::windows_of(front, clip.sample_rate_hz, &x)?;
+    let (windows, rms) = super::offline::padded_windows(
+        embedder.meta().front,
+        &clip.mono(Some(0)),
+        clip.sample_rate_hz,
+    )?;
     let mut embeddings = Vec::with_capacity(windows.len());
     for chunk in windows.chunks(32) {
         let slices: Vec<&[f32]> = chunk.iter().map(|w| w.mels.as_slice()).collect();

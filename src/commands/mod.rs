@@ -7,6 +7,7 @@ mod offline;
 mod plot;
 mod record;
 mod score;
+mod train;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -98,6 +99,42 @@ pub enum Command {
         /// One JSON object per window.
         #[arg(long)]
         json: bool,
+    },
+    /// Train the embedding network from normal-only DCASE-layout folders (their
+    /// train/ clips): ArcFace over machine identities plus anomaly-twin classes.
+    Train {
+        /// DCASE-layout folders (SET/train), or folders of such sets.
+        dirs: Vec<PathBuf>,
+        /// Where to write the model.
+        #[arg(long)]
+        out: PathBuf,
+        /// Passes over the data.
+        #[arg(long, default_value_t = 20)]
+        epochs: usize,
+        /// Windows per step.
+        #[arg(long, default_value_t = 64)]
+        batch: usize,
+        /// Seed of weights, order and augmentation (same seed, same model).
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+        /// AdamW learning rate.
+        #[arg(long, default_value_t = 1e-3)]
+        lr: f64,
+        /// Probability of mixup per batch.
+        #[arg(long, default_value_t = 0.0)]
+        mixup: f64,
+        /// Label smoothing.
+        #[arg(long, default_value_t = 0.1)]
+        label_smoothing: f64,
+        /// No spectrogram masking.
+        #[arg(long)]
+        no_spec_mask: bool,
+        /// No anomaly-twin classes.
+        #[arg(long)]
+        no_twins: bool,
+        /// At most this many windows per clip (originals and each twin).
+        #[arg(long, default_value_t = 16)]
+        windows_per_clip: usize,
     },
     /// DCASE-style evaluation: enrol on each set's train/, score its test/, print AUC
     /// and pAUC (p = 0.1) beside a loudness-only baseline.
@@ -256,6 +293,38 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 wav,
             };
             bench::run(&options, json)
+        }
+        Command::Train {
+            dirs,
+            out,
+            epochs,
+            batch,
+            seed,
+            lr,
+            mixup,
+            label_smoothing,
+            no_spec_mask,
+            no_twins,
+            windows_per_clip,
+        } => {
+            init_logging("info");
+            let config = crate::train::TrainConfig {
+                epochs,
+                batch,
+                seed,
+                lr,
+                mixup,
+                label_smoothing,
+                spec_mask: !no_spec_mask,
+                ..Default::default()
+            };
+            train::run(&train::Options {
+                dirs,
+                out,
+                config,
+                twins: !no_twins,
+                windows_per_clip,
+            })
         }
         Command::Eval {
             dirs,

@@ -151,3 +151,41 @@ fn eval_refuses_a_folder_without_sets() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no train/ folder"));
 }
+
+#[test]
+fn a_short_training_run_lowers_the_loss_and_writes_a_loadable_model() {
+    let Some(data) = shared_data() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("m.safetensors");
+    let run = hark()
+        .arg("train")
+        .arg(data.join("fan"))
+        .args(["--epochs", "6", "--windows-per-clip", "4", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    // "wrote …: loss A -> B over N steps"
+    let losses: Vec<f64> = stdout
+        .split("loss ")
+        .nth(1)
+        .unwrap()
+        .split(" over")
+        .next()
+        .unwrap()
+        .split(" -> ")
+        .map(|x| x.trim().parse().unwrap())
+        .collect();
+    assert!(losses[1] < losses[0], "loss fell: {stdout}");
+    let e = hark::model::Embedder::load(&out).unwrap();
+    assert!(
+        e.meta().origin.starts_with("trained: hark train"),
+        "{}",
+        e.meta().origin
+    );
+}

@@ -1,0 +1,197 @@
+//! `hark train DIR... --out MODEL`: gathers windows from normal-only DCASE folders,
+//! adds anomaly twins, trains with ArcFace (see `crate::train`), saves the network.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::bail;
+
+use crate::model::{ModelMeta, SplitMix64, save_tensors};
+use crate::train::{TrainConfig, Twin, train};
+use crate::wav::Clip;
+
+/// What `hark train` was asked.
+#[derive(Debug)]
+pub struct Options {
+    /// DCASE-layout folders (their `train/` clips only).
+    pub dirs: Vec<PathBuf>,
+    /// Where to write the model.
+    pub out: PathBuf,
+    /// Training settings.
+    pub config: TrainConfig,
+    /// Anomaly-twin classes on (the default) or off.
+    pub twins: bool,
+    /// At most this many windows per clip (evenly spaced), originals and each twin.
+    pub windows_per_clip: usize,
+}
+
+/// The machine identity in a DCASE file name: `id_03`, `section_00`, or "".
+fn machine_id(name: &str) -> String {
+    for key in ["id_", "section_"] {
+        if let Some(pos) = name.find(key) {
+            let digits: String = name[pos + key.len()..]
+                .chars()
+                .take_while(char::is_ascii_digit)
+                .collect();
+            if !digits.is_empty() {
+                return format!("{key}{digits}");
+            }
+        }
+    }
+    String::new()
+}
+
+/// `k` evenly spaced items of `v` (all of them if there are fewer).
+fn spread<T>(v: Vec<T>, k: usize) -> Vec<T> {
+    if v.len() <= k {
+        return v;
+    }
+    let n = v.len();
+    let keep: Vec<usize> = (0..k).map(|i| i * n / k).collect();
+    v.into_iter()
+        .enumerate()
+        .filter(|(i, _)| keep.contains(i))
+        .map(|(_, x)| x)
+        .collect()
+}
+
+/// Gathers, trains, saves; prints what it did and how long it took.
+pub fn run(o: &Options) -> anyhow::Result<()> {
+    if o.dirs.is_empty() {
+        bail!("give at least one DCASE-layout folder of normal clips (SET/train)");
+    }
+    let meta = ModelMeta::default_continuous("");
+    let front = meta.front;
+    let started = Instant::now();
+    let mut classes: Vec<String> = Vec::new();
+    let mut clips: Vec<(usize, PathBuf)> = Vec::new();
+    for dir in &o.dirs {
+        for (set, path) in super::eval::sets(dir)? {
+            for file in super::wav_files(&path.join("train"))? {
+                let name = file
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                let key = format!("{set}/{}", machine_id(&name));
+                let class = match classes.iter().position(|c| *c == key) {
+                    Some(i) => i,
+                    None => {
+                        classes.push(key);
+                        classes.len() - 1
+                    }
+                };
+                clips.push((class, file));
+            }
+        }
+    }
+    let n_base = classes.len();
+    let twins: &[Twin] = if o.twins { &Twin::ALL } else { &[] };
+    let n_classes = n_base * (1 + twins.len());
+    if n_classes < 2 {
+        bail!("one machine and no twins: nothing to tell apart (drop --no-twins)");
+    }
+    let mut rng = SplitMix64(o.config.seed);
+    let (mut windows, mut labels) = (Vec::new(), Vec::new());
+    for (class, file) in &clips {
+        let clip = Clip::read(file)?;
+        let mono = clip.mono(Some(0));
+        let (w, _) = super::offline::padded_windows(front, &mono, clip.sample_rate_hz)?;
+        for w in spread(w, o.windows_per_clip) {
+            windows.push(w.mels);
+            labels.push(*class as u32);
+        }
+        for (t, twin) in twins.iter().enumerate() {
+            let y = twin.apply(&mono, clip.sample_rate_hz, &mut rng);
+            let (w, _) = super::offline::padded_windows(front, &y, clip.sample_rate_hz)?;
+            for w in spread(w, o.windows_per_clip) {
+                windows.push(w.mels);
+                labels.push((n_base + class * twins.len() + t) as u32);
+            }
+        }
+    }
+    eprintln!(
+        "training on {} windows from {} clips: {} machine classes {:?}, {} twin classes",
+        windows.len(),
+        clips.len(),
+        n_base,
+        classes,
+        n_classes - n_base
+    );
+    let cfg = &o.config;
+    let steps = windows.len().div_ceil(cfg.batch) * cfg.epochs;
+    let bar = indicatif::ProgressBar::new(steps as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{elapsed_precise} [{bar:30}] {pos}/{len} steps  {msg}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let t_train = Instant::now();
+    let mut seen = 0usize;
+    let (tensors, losses) = train(&meta, &windows, &labels, n_classes, cfg, &mut |s| {
+        seen += cfg.batch;
+        if s.step == 0 || s.step + 1 == s.steps || s.step % 10 == 0 {
+            bar.set_message(format!(
+                "epoch {}/{}  loss {:.3}  {:.0} windows/s",
+                s.epoch + 1,
+                cfg.epochs,
+                s.loss,
+                seen as f64 / t_train.elapsed().as_secs_f64()
+            ));
+        }
+        bar.inc(1);
+    })?;
+    bar.finish_and_clear();
+    let origin = format!(
+        "trained: hark train {} --epochs {} --seed {}{} ({} classes, {} windows)",
+        o.dirs
+            .iter()
+            .map(|d| d.display().to_string())
+            .collect::<Vec<_>>()
+            .join(" "),
+        cfg.epochs,
+        cfg.seed,
+        if o.twins { "" } else { " --no-twins" },
+        n_classes,
+        windows.len()
+    );
+    let meta = ModelMeta { origin, ..meta };
+    let tensors: Vec<_> = tensors
+        .into_iter()
+        .filter(|(n, _, _)| !n.starts_with("arcface"))
+        .collect();
+    save_tensors(&o.out, &tensors, meta.to_map())?;
+    // Mean loss of the first and the last quarter of the steps (at most 10 each).
+    let k = (losses.len() / 4).clamp(1, 10);
+    let first = losses.iter().take(k).sum::<f32>() / k as f32;
+    let last = losses.iter().rev().take(k).sum::<f32>() / k as f32;
+    println!(
+        "wrote {}: loss {first:.3} -> {last:.3} over {} steps, {:.0} s in all ({:.0} s training)",
+        o.out.display(),
+        losses.len(),
+        started.elapsed().as_secs_f64(),
+        t_train.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn machine_ids_from_dcase_names() {
+        assert_eq!(machine_id("normal_id_03_00000012.wav"), "id_03");
+        assert_eq!(
+            machine_id("section_00_source_train_normal_0001_car_A1.wav"),
+            "section_00"
+        );
+        assert_eq!(machine_id("healthy_12.wav"), "");
+    }
+
+    #[test]
+    fn spread_keeps_evenly_spaced_items() {
+        assert_eq!(spread((0..10).collect::<Vec<_>>(), 5), vec![0, 2, 4, 6, 8]);
+        assert_eq!(spread(vec![1, 2], 5), vec![1, 2]);
+    }
+}
