@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 
 use crate::bank::{NormalBank, Origin};
 use crate::capture::Input;
@@ -73,14 +73,11 @@ pub fn from_source(
     })?;
     let mut embeddings = Vec::new();
     let mut origins = Vec::new();
-    for chunk in windows.chunks(32) {
-        let slices: Vec<&[f32]> = chunk.iter().map(|w| w.mels.as_slice()).collect();
-        embeddings.extend(embedder.embed(&slices).context("embedding failed")?);
-        origins.extend(chunk.iter().map(|w| Origin {
-            segment: 0,
-            index: w.index as u32,
-        }));
-    }
+    embeddings.extend(super::offline::embed_windows(&embedder, &windows)?);
+    origins.extend(windows.iter().map(|w| Origin {
+        segment: 0,
+        index: w.index as u32,
+    }));
     save(&embedder, &embeddings, &origins, out, max_bank)
 }
 

@@ -87,15 +87,8 @@ fn clip_windows(embedder: &Embedder, path: &Path) -> anyhow::Result<(Vec<Vec<f32
         &clip.mono(Some(0)),
         clip.sample_rate_hz,
     )?;
-    let mut embeddings = Vec::with_capacity(windows.len());
-    for chunk in windows.chunks(32) {
-        let slices: Vec<&[f32]> = chunk.iter().map(|w| w.mels.as_slice()).collect();
-        embeddings.extend(
-            embedder
-                .embed(&slices)
-                .with_context(|| format!("{}: embedding failed", path.display()))?,
-        );
-    }
+    let embeddings = super::offline::embed_windows(embedder, &windows)
+        .with_context(|| format!("{}: embedding failed", path.display()))?;
     Ok((embeddings, rms))
 }
 

@@ -19,6 +19,20 @@ pub struct EmbeddedClip {
     pub embeddings: Vec<Vec<f32>>,
 }
 
+/// Embeds windows in batches of 32 (the offline paths; the daemon batches by backlog).
+pub fn embed_windows(embedder: &Embedder, windows: &[Window]) -> anyhow::Result<Vec<Vec<f32>>> {
+    let mut embeddings = Vec::with_capacity(windows.len());
+    for chunk in windows.chunks(32) {
+        let slices: Vec<&[f32]> = chunk.iter().map(|w| w.mels.as_slice()).collect();
+        embeddings.extend(
+            embedder
+                .embed(&slices)
+                .map_err(|e| anyhow::anyhow!(crate::model::first_line(&e)))?,
+        );
+    }
+    Ok(embeddings)
+}
+
 /// Windows and embeds a whole WAV file (channel 0 of multichannel files unless told).
 pub fn embed_clip(
     embedder: &Embedder,
@@ -29,15 +43,8 @@ pub fn embed_clip(
     let clip = Clip::read(path)?;
     let mono = clip.mono(channel.or(Some(0)));
     let windows = windows_of(front, clip.sample_rate_hz, &mono)?;
-    let mut embeddings = Vec::with_capacity(windows.len());
-    for chunk in windows.chunks(32) {
-        let slices: Vec<&[f32]> = chunk.iter().map(|w| w.mels.as_slice()).collect();
-        embeddings.extend(
-            embedder
-                .embed(&slices)
-                .with_context(|| format!("{}: embedding failed", path.display()))?,
-        );
-    }
+    let embeddings = embed_windows(embedder, &windows)
+        .with_context(|| format!("{}: embedding failed", path.display()))?;
     Ok(EmbeddedClip {
         windows,
         embeddings,
