@@ -13,3 +13,5 @@ mod daemon;
 mod bad_input;
 // `enroll` and `score` on real recordings.
 mod offline;
+// The shipped model against its stored output for a fixed window.
+mod golden;
