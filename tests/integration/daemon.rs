@@ -248,3 +248,47 @@ fn an_absent_broker_never_blocks_detection_or_shutdown() {
     assert!(status.success(), "{status:?}: {}", proc.stderr());
     assert!(proc.stderr().contains("mqtt down"), "the outage is logged");
 }
+
+#[test]
+fn two_sources_run_side_by_side_with_their_own_banks_and_topics() {
+    let Some(data) = shared_data() else { return };
+    let Some((_broker, port)) = mosquitto() else {
+        return;
+    };
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let s = build_stream(&data, dir.path());
+    let config = write_config(
+        dir.path(),
+        &s,
+        &format!("url = \"mqtt://127.0.0.1:{port}\""),
+    );
+    // A second source on the same recording, mixed from all channels and learning on
+    // its own: it must get its own bank file and its own topics.
+    let second = format!(
+        "[[source]]\nname = \"fan2\"\ndevice = \"file:{}\"\nrealtime = false\nmodel = \"{}\"\nlearn_seconds = {}\n",
+        s.wav.display(),
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("models/default.safetensors")
+            .display(),
+        s.learn_s
+    );
+    let text = std::fs::read_to_string(&config).unwrap() + &second;
+    std::fs::write(&config, text).unwrap();
+    let sub = Collector::connect(port, "hark/#", Duration::from_secs(5));
+    let mut proc = spawn_hark(&config);
+    for source in ["fan", "fan2"] {
+        let topic = format!("hark/e2e/{source}/event");
+        let ev = sub.wait_for(Duration::from_secs(120), |m| {
+            m.topic == topic && m.json()["type"] == "start"
+        });
+        assert!(ev.is_some(), "no event on {topic}: {:?}", sub.all());
+        assert!(
+            dir.path()
+                .join(format!("{source}.bank.safetensors"))
+                .exists()
+        );
+    }
+    let status = proc.terminate(Duration::from_secs(10)).expect("exits");
+    assert!(status.success());
+}
