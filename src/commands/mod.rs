@@ -3,6 +3,7 @@
 mod bench;
 mod enroll;
 mod eval;
+mod geometry;
 mod offline;
 mod plot;
 mod record;
@@ -135,6 +136,9 @@ pub enum Command {
         /// At most this many windows per clip (originals and each twin).
         #[arg(long, default_value_t = 16)]
         windows_per_clip: usize,
+        /// Front-end geometry of the model to train.
+        #[command(flatten)]
+        front: geometry::FrontEndArgs,
     },
     /// DCASE-style evaluation: enrol on each set's train/, score its test/, print AUC
     /// and pAUC (p = 0.1) beside a loudness-only baseline.
@@ -178,6 +182,9 @@ pub enum Command {
         /// Output file.
         #[arg(long)]
         out: PathBuf,
+        /// Front-end geometry.
+        #[command(flatten)]
+        front: geometry::FrontEndArgs,
     },
 }
 
@@ -306,6 +313,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             no_spec_mask,
             no_twins,
             windows_per_clip,
+            front,
         } => {
             init_logging("info");
             let config = crate::train::TrainConfig {
@@ -319,6 +327,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 ..Default::default()
             };
             train::run(&train::Options {
+                meta: front.meta("")?,
                 dirs,
                 out,
                 config,
@@ -335,10 +344,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             init_logging("warn");
             eval::run(&dirs, &model, json, plot.as_deref())
         }
-        Command::InitModel { seed, out } => {
-            let meta = crate::model::ModelMeta::default_continuous(&format!(
-                "fixed-seed {seed} (untrained)"
-            ));
+        Command::InitModel { seed, out, front } => {
+            let meta = front.meta(&format!("fixed-seed {seed} (untrained)"))?;
             crate::model::init_fixed_seed(&meta, seed, &out)?;
             println!("wrote {} (seed {seed})", out.display());
             Ok(())

@@ -17,6 +17,8 @@ pub struct Options {
     pub dirs: Vec<PathBuf>,
     /// Where to write the model.
     pub out: PathBuf,
+    /// Front-end geometry of the model (its origin is filled in here).
+    pub meta: ModelMeta,
     /// Training settings.
     pub config: TrainConfig,
     /// Anomaly-twin classes on (the default) or off.
@@ -60,7 +62,7 @@ pub fn run(o: &Options) -> anyhow::Result<()> {
     if o.dirs.is_empty() {
         bail!("give at least one DCASE-layout folder of normal clips (SET/train)");
     }
-    let meta = ModelMeta::default_continuous("");
+    let meta = o.meta.clone();
     let front = meta.front;
     let started = Instant::now();
     let mut classes: Vec<String> = Vec::new();
