@@ -14,7 +14,7 @@ use rumqttc::QoS;
 use crate::config::MqttConfig;
 use crate::health::SourceHealth;
 use crate::mqtt::Mqtt;
-use crate::report::{Report, SourceState, event_json, state_json};
+use crate::report::{Report, SourceState, event_json, state_json, verdict_json};
 
 /// Topics and counters of one source, as the alarm stage sees it.
 #[derive(Debug)]
@@ -111,6 +111,13 @@ pub fn run(mqtt: Mqtt, cfg: MqttConfig, sources: Vec<SourceTopics>, reports: Rec
                         at: Instant::now(),
                     };
                 }
+            }
+            Report::Verdict { source, verdict } => {
+                publish(
+                    format!("{}/verdict", sources[source].base),
+                    false,
+                    verdict_json(&verdict).to_string(),
+                );
             }
             Report::Event { source, event } => {
                 publish(

@@ -115,9 +115,9 @@ pub struct RawSource {
     /// `continuous` or `tap`.
     #[serde(default = "default_mode")]
     pub mode: String,
-    /// Path of the embedding network (safetensors).
-    #[serde(default = "default_model")]
-    pub model: PathBuf,
+    /// Path of the embedding network (safetensors); absent: `models/default.safetensors`,
+    /// or `models/tap.safetensors` in tap mode.
+    pub model: Option<PathBuf>,
     /// Path of the normal bank; missing file: learn, then save here.
     pub bank: Option<PathBuf>,
     /// Seconds of sound to learn from when there is no bank.
@@ -148,6 +148,15 @@ pub struct RawSource {
     /// Capacity of the capture ring in seconds of audio.
     #[serde(default = "default_ring_seconds")]
     pub ring_seconds: f64,
+    /// Tap mode: a knock is a frame this many dB over the noise floor.
+    #[serde(default = "default_tap_threshold")]
+    pub tap_threshold_db: f32,
+    /// Tap mode: no second knock within this many milliseconds of one.
+    #[serde(default = "default_tap_refractory")]
+    pub tap_refractory_ms: f32,
+    /// Tap mode: milliseconds of sound kept before each onset.
+    #[serde(default = "default_tap_pre")]
+    pub tap_pre_ms: f32,
 }
 
 fn default_node() -> String {
@@ -186,9 +195,6 @@ fn default_true() -> bool {
 fn default_mode() -> String {
     "continuous".into()
 }
-fn default_model() -> PathBuf {
-    "models/default.safetensors".into()
-}
 fn default_learn_seconds() -> f64 {
     600.0
 }
@@ -206,6 +212,15 @@ fn default_one() -> f64 {
 }
 fn default_ring_seconds() -> f64 {
     4.0
+}
+fn default_tap_threshold() -> f32 {
+    crate::tap::TapParams::default().threshold_db
+}
+fn default_tap_refractory() -> f32 {
+    crate::tap::TapParams::default().refractory_ms
+}
+fn default_tap_pre() -> f32 {
+    crate::tap::TapParams::default().pre_ms
 }
 
 /// Validated configuration: what the daemon and the commands run on.
@@ -321,6 +336,8 @@ pub struct SourceConfig {
     pub threshold_scale: f64,
     /// Ring capacity in seconds.
     pub ring_seconds: f64,
+    /// Knock detection (tap mode); `post_ms` follows from the model's window.
+    pub tap: crate::tap::TapParams,
 }
 
 impl Config {
@@ -460,6 +477,29 @@ impl RawConfig {
                     "must be in 4000..=384000",
                 ));
             }
+            if !(s.tap_threshold_db.is_finite() && (3.0..=80.0).contains(&s.tap_threshold_db)) {
+                return Err(invalid(
+                    &key("tap_threshold_db"),
+                    &s.tap_threshold_db,
+                    "must be in 3..=80",
+                ));
+            }
+            if !(s.tap_refractory_ms.is_finite()
+                && (10.0..=10_000.0).contains(&s.tap_refractory_ms))
+            {
+                return Err(invalid(
+                    &key("tap_refractory_ms"),
+                    &s.tap_refractory_ms,
+                    "must be in 10..=10000",
+                ));
+            }
+            if !(s.tap_pre_ms.is_finite() && (0.0..=100.0).contains(&s.tap_pre_ms)) {
+                return Err(invalid(
+                    &key("tap_pre_ms"),
+                    &s.tap_pre_ms,
+                    "must be in 0..=100",
+                ));
+            }
             if s.channels == Some(0) {
                 return Err(invalid(&key("channels"), &0, "must be >= 1"));
             }
@@ -488,7 +528,10 @@ impl RawConfig {
                 name: s.name,
                 device,
                 mode,
-                model: s.model,
+                model: s.model.unwrap_or_else(|| match mode {
+                    Mode::Continuous => "models/default.safetensors".into(),
+                    Mode::Tap => "models/tap.safetensors".into(),
+                }),
                 bank,
                 learn_seconds: s.learn_seconds,
                 channel: s.channel,
@@ -501,6 +544,12 @@ impl RawConfig {
                 clear_m: s.clear_m,
                 threshold_scale: s.threshold_scale,
                 ring_seconds: s.ring_seconds,
+                tap: crate::tap::TapParams {
+                    threshold_db: s.tap_threshold_db,
+                    refractory_ms: s.tap_refractory_ms,
+                    pre_ms: s.tap_pre_ms,
+                    ..Default::default()
+                },
             });
         }
         Ok(Config {
@@ -657,6 +706,19 @@ mod tests {
             err.contains("mqtt.url") && err.contains("http://x"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn tap_mode_defaults_to_the_tap_model() {
+        let cfg = parse("[[source]]\nname = \"station\"\nmode = \"tap\"\n").unwrap();
+        assert_eq!(
+            cfg.sources[0].model,
+            PathBuf::from("models/tap.safetensors")
+        );
+        let err = parse("[[source]]\nname = \"s\"\nmode = \"tap\"\ntap_threshold_db = 1\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("source[0].tap_threshold_db"), "{err}");
     }
 
     #[test]

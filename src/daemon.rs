@@ -20,7 +20,7 @@ use crate::alarm::SourceTopics;
 use crate::bank::NormalBank;
 use crate::capture::{Capture, Input};
 use crate::config::{Broker, Config, Mode, SourceConfig};
-use crate::frontend::FrontEnd;
+use crate::frontend::{Front, FrontEnd};
 use crate::health::SourceHealth;
 use crate::inference::Inference;
 use crate::model::Embedder;
@@ -58,13 +58,6 @@ pub fn load_source(s: &SourceConfig, cfg_file: &Path) -> anyhow::Result<Loaded> 
             s.name,
             s.model.display(),
             meta.mode
-        );
-    }
-    if s.mode == Mode::Tap {
-        bail!(
-            "{}: source {:?}: mode = \"tap\" is not supported yet",
-            cfg_file.display(),
-            s.name
         );
     }
     let mut front = meta.front;
@@ -187,7 +180,10 @@ fn start_source(
     let lossless = input.lossless();
     let capacity = ((rate as f64 * s.ring_seconds) as usize).max(8192);
     let (producer, consumer) = HeapRb::<f32>::new(capacity).split();
-    let front = FrontEnd::new(loaded.front, rate)?;
+    let front = match s.mode {
+        Mode::Continuous => Front::Continuous(Box::new(FrontEnd::new(loaded.front, rate)?)),
+        Mode::Tap => Front::Tap(crate::tap::TapFront::new(s.tap, loaded.front, rate)?),
+    };
     let (window_tx, window_rx) = bounded(WINDOW_QUEUE);
     let inference = Inference {
         source: index,
@@ -198,6 +194,7 @@ fn start_source(
         learn_seconds: s.learn_seconds,
         decision: (s.raise_k, s.raise_n, s.clear_m, s.threshold_scale),
         event_update_s: cfg.mqtt.event_update_s,
+        tap: s.mode == Mode::Tap,
         lossless,
         health: health.clone(),
     };

@@ -12,7 +12,7 @@ use crossbeam_channel::{Sender, TrySendError};
 use ringbuf::HeapCons;
 use ringbuf::traits::{Consumer, Observer};
 
-use crate::frontend::{FrontEnd, Window};
+use crate::frontend::{Front, Window};
 use crate::health::SourceHealth;
 
 /// Samples taken from the ring per step.
@@ -22,14 +22,12 @@ const CHUNK: usize = 4096;
 /// when inference has hung up.
 pub fn run(
     mut ring: HeapCons<f32>,
-    mut front: FrontEnd,
+    mut front: Front,
     windows: Sender<Window>,
     lossless: bool,
     health: Arc<SourceHealth>,
 ) {
-    let p = *front.params();
-    let idle =
-        Duration::from_secs_f64((p.hop as f64 / p.sample_rate_hz as f64 / 2.0).clamp(0.001, 0.02));
+    let idle = Duration::from_secs_f64(front.idle_seconds());
     let mut buf = vec![0.0f32; CHUNK];
     let mut open = true;
     while open {

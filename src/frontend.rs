@@ -192,6 +192,37 @@ impl FrontEnd {
     }
 }
 
+/// A source's front end: sliding windows (continuous mode) or one window per knock.
+#[derive(Debug)]
+pub enum Front {
+    /// Continuous mode.
+    Continuous(Box<FrontEnd>),
+    /// Tap mode.
+    Tap(crate::tap::TapFront),
+}
+
+impl Front {
+    /// Feeds mono samples at the input rate; calls `emit` for every window.
+    pub fn push(&mut self, input: &[f32], emit: &mut dyn FnMut(Window)) {
+        match self {
+            Front::Continuous(f) => f.push(input, emit),
+            Front::Tap(t) => t.push(input, emit),
+        }
+    }
+
+    /// Seconds between the polls of an idle ring (a fraction of a frame hop).
+    pub fn idle_seconds(&self) -> f64 {
+        match self {
+            Front::Continuous(f) => {
+                let p = f.params();
+                (p.hop as f64 / p.sample_rate_hz as f64 / 2.0).clamp(0.001, 0.02)
+            }
+            // Verdicts must follow the knock within 100 ms: poll often.
+            Front::Tap(_) => 0.002,
+        }
+    }
+}
+
 /// Runs a whole signal through a fresh front end (the offline path of `score`, `enroll`).
 pub fn windows_of(
     params: FrontEndParams,
@@ -202,6 +233,31 @@ pub fn windows_of(
     let mut out = Vec::new();
     fe.push(samples, &mut |w| out.push(w));
     Ok(out)
+}
+
+/// A clip's windows (dB) and RMS level, padded with silence to one window when it is
+/// shorter (a single knock, a bottle strike): the offline path of eval and train.
+pub fn padded_windows(
+    front: FrontEndParams,
+    mono: &[f32],
+    rate_hz: u32,
+) -> anyhow::Result<(Vec<Window>, f64)> {
+    let rms =
+        (mono.iter().map(|v| (*v as f64).powi(2)).sum::<f64>() / mono.len().max(1) as f64).sqrt();
+    // One window plus slack for the resampler's delay.
+    let min_len = ((front.window_seconds() + 0.25) * rate_hz as f64) as usize;
+    let windows = if mono.len() < min_len {
+        let mut x = mono.to_vec();
+        x.resize(min_len, 0.0);
+        // Only the window that starts with the sound; the rest would be padding.
+        windows_of(front, rate_hz, &x)?
+            .into_iter()
+            .take(1)
+            .collect()
+    } else {
+        windows_of(front, rate_hz, mono)?
+    };
+    Ok((windows, rms))
 }
 
 #[cfg(test)]

@@ -43,6 +43,8 @@ pub struct Inference {
     pub event_update_s: f64,
     /// Block instead of dropping when the alarm queue is full.
     pub lossless: bool,
+    /// Tap mode: one verdict per window (knock), no hysteresis, no events.
+    pub tap: bool,
     /// Shared counters.
     pub health: Arc<SourceHealth>,
 }
@@ -151,9 +153,16 @@ impl Inference {
                         origins,
                     } => {
                         embeddings.push(emb);
-                        origins.push(Origin {
-                            segment: 0,
-                            index: w.index as u32,
+                        // Knocks are independent sounds: each is its own segment.
+                        origins.push(match self.tap {
+                            true => Origin {
+                                segment: w.index as u32,
+                                index: 0,
+                            },
+                            false => Origin {
+                                segment: 0,
+                                index: w.index as u32,
+                            },
                         });
                         if w.t_end_s >= self.learn_seconds {
                             if let Some(det) = self.finish_learning(embeddings, origins) {
@@ -167,6 +176,32 @@ impl Inference {
                                 phase = Phase::Armed(det);
                             }
                         }
+                    }
+                    Phase::Armed(det) if self.tap => {
+                        let score = det.score(&emb);
+                        let millis = SystemTime::now()
+                            .duration_since(SystemTime::UNIX_EPOCH)
+                            .map(|d| d.as_millis())
+                            .unwrap_or(0);
+                        let verdict = crate::report::Verdict {
+                            id: format!("{}-{}-{millis}", self.name, w.index),
+                            ts: SystemTime::now(),
+                            defective: score > det.threshold(),
+                            score,
+                            threshold: det.threshold(),
+                            t: w.t_start_s,
+                        };
+                        send(Report::Verdict {
+                            source: self.source,
+                            verdict,
+                        });
+                        send(Report::State {
+                            source: self.source,
+                            state: SourceState::Normal,
+                            score: Some(score),
+                            threshold: Some(det.threshold()),
+                            t: w.t_end_s,
+                        });
                     }
                     Phase::Armed(det) => {
                         let score = det.score(&emb);
@@ -218,7 +253,11 @@ impl Inference {
         origins: &mut Vec<Origin>,
     ) -> Option<Detector> {
         let p = self.embedder.meta().front;
-        let guard = p.frames.div_ceil(p.window_hop_frames) as u32;
+        let guard = if self.tap {
+            0
+        } else {
+            p.frames.div_ceil(p.window_hop_frames) as u32
+        };
         let bank = match NormalBank::build(
             embeddings,
             origins,

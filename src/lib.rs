@@ -43,5 +43,6 @@ pub mod model;
 pub mod mqtt;
 pub mod report;
 pub mod spectrogram;
+pub mod tap;
 pub mod train;
 pub mod wav;

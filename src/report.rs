@@ -84,6 +84,13 @@ pub enum Report {
         /// Stream time of the latest window's end.
         t: f64,
     },
+    /// Tap mode: the verdict on one knock.
+    Verdict {
+        /// Index of the source in the config.
+        source: usize,
+        /// The verdict.
+        verdict: Verdict,
+    },
     /// An anomaly event.
     Event {
         /// Index of the source in the config.
@@ -91,6 +98,35 @@ pub enum Report {
         /// The event.
         event: Event,
     },
+}
+
+/// The verdict on one knock (tap mode).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Verdict {
+    /// Unique per knock: `<source>-<knock index>-<unix ms>`.
+    pub id: String,
+    /// Wall time of the verdict.
+    pub ts: SystemTime,
+    /// Score over threshold.
+    pub defective: bool,
+    /// The knock's score.
+    pub score: f32,
+    /// Threshold in force.
+    pub threshold: f32,
+    /// Stream time of the knock's onset, seconds.
+    pub t: f64,
+}
+
+/// `verdict` payload.
+pub fn verdict_json(v: &Verdict) -> Value {
+    json!({
+        "id": v.id,
+        "ts": rfc3339(v.ts),
+        "verdict": if v.defective { "defective" } else { "good" },
+        "score": round(v.score),
+        "threshold": round(v.threshold),
+        "t": (v.t * 1000.0).round() / 1000.0,
+    })
 }
 
 /// RFC 3339 UTC with milliseconds.

@@ -82,7 +82,7 @@ pub fn sets(dir: &Path) -> anyhow::Result<Vec<(String, PathBuf)>> {
 /// Embeddings and RMS level of a clip (channel 0), padded to one window if short.
 fn clip_windows(embedder: &Embedder, path: &Path) -> anyhow::Result<(Vec<Vec<f32>>, f64)> {
     let clip = Clip::read(path)?;
-    let (windows, rms) = super::offline::padded_windows(
+    let (windows, rms) = crate::frontend::padded_windows(
         embedder.meta().front,
         &clip.mono(Some(0)),
         clip.sample_rate_hz,

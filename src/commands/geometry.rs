@@ -6,7 +6,7 @@ use clap::Args;
 use crate::model::ModelMeta;
 
 /// Optional overrides of the default front end (see models/README.md).
-#[derive(Debug, Clone, Default, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct FrontEndArgs {
     /// Model sample rate in Hz [default: 16000].
     #[arg(long)]
@@ -29,6 +29,9 @@ pub struct FrontEndArgs {
     /// Frames between windows [default: 8].
     #[arg(long)]
     pub window_hop_frames: Option<usize>,
+    /// `continuous` or `tap` (what `mode` a source must have to use the model).
+    #[arg(long, default_value = "continuous", value_parser = ["continuous", "tap"])]
+    pub mode: String,
 }
 
 impl FrontEndArgs {
@@ -45,6 +48,7 @@ impl FrontEndArgs {
             .unwrap_or(f.fmax_hz.min(f.sample_rate_hz as f32 / 2.0));
         f.frames = self.frames.unwrap_or(f.frames);
         f.window_hop_frames = self.window_hop_frames.unwrap_or(f.window_hop_frames);
+        meta.mode = self.mode.clone();
         ModelMeta::from_map(&meta.to_map()).map_err(|e| anyhow::anyhow!("front-end flags: {e}"))
     }
 }

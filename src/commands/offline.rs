@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
-use crate::frontend::{Window, windows_of};
+use crate::frontend::Window;
 use crate::model::Embedder;
 use crate::spectrogram::FrontEndParams;
 use crate::wav::Clip;
@@ -42,7 +42,8 @@ pub fn embed_clip(
 ) -> anyhow::Result<EmbeddedClip> {
     let clip = Clip::read(path)?;
     let mono = clip.mono(channel.or(Some(0)));
-    let windows = windows_of(front, clip.sample_rate_hz, &mono)?;
+    // A clip shorter than one window (a single knock) is padded with silence.
+    let (windows, _) = crate::frontend::padded_windows(front, &mono, clip.sample_rate_hz)?;
     let embeddings = embed_windows(embedder, &windows)
         .with_context(|| format!("{}: embedding failed", path.display()))?;
     Ok(EmbeddedClip {
@@ -70,25 +71,4 @@ pub fn wav_files(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
         anyhow::bail!("{}: no .wav files", dir.display());
     }
     Ok(files)
-}
-
-/// A clip's windows (dB) and RMS level, padded with silence to one window when it is
-/// shorter (a single knock, a bottle strike): the offline path of eval and train.
-pub fn padded_windows(
-    front: FrontEndParams,
-    mono: &[f32],
-    rate_hz: u32,
-) -> anyhow::Result<(Vec<Window>, f64)> {
-    let rms =
-        (mono.iter().map(|v| (*v as f64).powi(2)).sum::<f64>() / mono.len().max(1) as f64).sqrt();
-    // One window plus slack for the resampler's delay.
-    let min_len = ((front.window_seconds() + 0.25) * rate_hz as f64) as usize;
-    let windows = if mono.len() < min_len {
-        let mut x = mono.to_vec();
-        x.resize(min_len, 0.0);
-        windows_of(front, rate_hz, &x)?
-    } else {
-        windows_of(front, rate_hz, mono)?
-    };
-    Ok((windows, rms))
 }

@@ -97,14 +97,14 @@ pub fn run(o: &Options) -> anyhow::Result<()> {
     for (class, file) in &clips {
         let clip = Clip::read(file)?;
         let mono = clip.mono(Some(0));
-        let (w, _) = super::offline::padded_windows(front, &mono, clip.sample_rate_hz)?;
+        let (w, _) = crate::frontend::padded_windows(front, &mono, clip.sample_rate_hz)?;
         for w in spread(w, o.windows_per_clip) {
             windows.push(w.mels);
             labels.push(*class as u32);
         }
         for (t, twin) in twins.iter().enumerate() {
             let y = twin.apply(&mono, clip.sample_rate_hz, &mut rng);
-            let (w, _) = super::offline::padded_windows(front, &y, clip.sample_rate_hz)?;
+            let (w, _) = crate::frontend::padded_windows(front, &y, clip.sample_rate_hz)?;
             for w in spread(w, o.windows_per_clip) {
                 windows.push(w.mels);
                 labels.push((n_base + class * twins.len() + t) as u32);

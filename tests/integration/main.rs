@@ -15,3 +15,5 @@ mod bad_input;
 mod offline;
 // The shipped model against its stored output for a fixed window.
 mod golden;
+// Tap mode: one verdict per knock on a real knocking station.
+mod tap;

@@ -102,6 +102,41 @@ fn shipped_model_is_made_by_its_documented_command() {
         std::fs::read(&out).unwrap() == std::fs::read(&shipped).unwrap(),
         "models/default.safetensors differs from `hark init-model --seed 7`"
     );
+    let tap = dir.path().join("tap.safetensors");
+    let st = hark()
+        .args([
+            "init-model",
+            "--mode",
+            "tap",
+            "--sample-rate",
+            "48000",
+            "--n-fft",
+            "512",
+        ])
+        .args([
+            "--hop",
+            "128",
+            "--fmax",
+            "24000",
+            "--frames",
+            "16",
+            "--window-hop-frames",
+            "4",
+        ])
+        .args(["--seed", "7", "--out"])
+        .arg(&tap)
+        .output()
+        .unwrap();
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/tap.safetensors");
+    assert!(
+        std::fs::read(&tap).unwrap() == std::fs::read(&shipped).unwrap(),
+        "models/tap.safetensors differs from its documented command (models/README.md)"
+    );
 }
 
 #[test]
