@@ -182,7 +182,11 @@ fn start_source(
     let (producer, consumer) = HeapRb::<f32>::new(capacity).split();
     let front = match s.mode {
         Mode::Continuous => Front::Continuous(Box::new(FrontEnd::new(loaded.front, rate)?)),
-        Mode::Tap => Front::Tap(crate::tap::TapFront::new(s.tap, loaded.front, rate)?),
+        Mode::Tap => Front::Tap(Box::new(crate::tap::TapFront::new(
+            s.tap,
+            loaded.front,
+            rate,
+        )?)),
     };
     let (window_tx, window_rx) = bounded(WINDOW_QUEUE);
     let inference = Inference {

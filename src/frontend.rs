@@ -198,7 +198,7 @@ pub enum Front {
     /// Continuous mode.
     Continuous(Box<FrontEnd>),
     /// Tap mode.
-    Tap(crate::tap::TapFront),
+    Tap(Box<crate::tap::TapFront>),
 }
 
 impl Front {

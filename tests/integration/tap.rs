@@ -36,7 +36,7 @@ fn knock_stream(data: &Path, out: &Path) -> Vec<(f64, bool)> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(11);
     let mut x: Vec<f32> = Vec::new();
     let mut truth = Vec::new();
-    let mut gap = |x: &mut Vec<f32>, seconds: f64| {
+    let gap = |x: &mut Vec<f32>, seconds: f64| {
         let n = (seconds * rate as f64) as usize;
         let start = x.len();
         x.extend((0..n).map(|i| noise[(start + i) % noise.len()]));
