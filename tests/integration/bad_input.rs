@@ -3,10 +3,10 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::util::hark;
+use crate::util::{hark, run_ok, shipped_model};
 
 fn model() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("models/default.safetensors")
+    shipped_model("default.safetensors")
 }
 
 /// Runs hark; asserts a one-line error containing every `needle`, exit code 2.
@@ -153,19 +153,14 @@ fn bank_of_another_model_is_refused_naming_both_hashes() {
     let clips = dir.path().join("clips");
     std::fs::create_dir_all(&clips).unwrap();
     std::fs::copy(dir.path().join("clip.wav"), clips.join("a.wav")).unwrap();
-    let out = hark()
-        .args(["enroll"])
-        .arg(&clips)
-        .arg("--model")
-        .arg(&other)
-        .arg("--out")
-        .arg(&bank)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    run_ok(
+        hark()
+            .args(["enroll"])
+            .arg(&clips)
+            .arg("--model")
+            .arg(&other)
+            .arg("--out")
+            .arg(&bank),
     );
     let text = std::fs::read_to_string(&cfg)
         .unwrap()
@@ -237,19 +232,14 @@ fn failed_enrolment_leaves_the_old_bank_and_no_partial_file() {
         .collect();
     hark::wav::write_mono_i16(&clips.join("a.wav"), 16000, &x).unwrap();
     let bank = dir.path().join("b.bank.safetensors");
-    let ok = hark()
-        .arg("enroll")
-        .arg(&clips)
-        .arg("--out")
-        .arg(&bank)
-        .args(["--model"])
-        .arg(model())
-        .output()
-        .unwrap();
-    assert!(
-        ok.status.success(),
-        "{}",
-        String::from_utf8_lossy(&ok.stderr)
+    run_ok(
+        hark()
+            .arg("enroll")
+            .arg(&clips)
+            .arg("--out")
+            .arg(&bank)
+            .args(["--model"])
+            .arg(model()),
     );
     let before = std::fs::read(&bank).unwrap();
     std::fs::write(clips.join("b.wav"), b"RIFF garbage").unwrap();

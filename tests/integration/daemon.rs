@@ -7,7 +7,8 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use crate::util::{
-    Collector, Proc, SERIAL, concat_wav, free_port, hark, mosquitto, shared_data, wait_for_port,
+    Collector, Proc, SERIAL, concat_wav, free_port, hark, mosquitto, shared_data, shipped_model,
+    wait_for_port,
 };
 
 /// Seconds one window spans with the shipped model.
@@ -40,7 +41,7 @@ fn build_stream(data: &Path, dir: &Path) -> Stream {
 }
 
 fn write_config(dir: &Path, s: &Stream, mqtt: &str) -> PathBuf {
-    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/default.safetensors");
+    let model = shipped_model("default.safetensors");
     let cfg = format!(
         r#"node = "e2e"
 state_dir = "{dir}"

@@ -1,29 +1,22 @@
 //! `hark enroll` and `hark score` on real recordings: the offline path the daemon
 //! shares separates a failing fan from a healthy one.
 
-use std::path::Path;
-
-use crate::util::{hark, shared_data};
+use crate::util::{hark, run_ok, shared_data, shipped_model};
 
 #[test]
 fn enroll_then_score_separates_blade_fault_from_normal() {
     let Some(data) = shared_data() else { return };
     let dir = tempfile::tempdir().unwrap();
     let bank = dir.path().join("fan.bank.safetensors");
-    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/default.safetensors");
-    let out = hark()
-        .arg("enroll")
-        .arg(data.join("fan"))
-        .arg("--model")
-        .arg(&model)
-        .arg("--out")
-        .arg(&bank)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let model = shipped_model("default.safetensors");
+    run_ok(
+        hark()
+            .arg("enroll")
+            .arg(data.join("fan"))
+            .arg("--model")
+            .arg(&model)
+            .arg("--out")
+            .arg(&bank),
     );
     let cfg = dir.path().join("hark.toml");
     std::fs::write(
@@ -36,18 +29,13 @@ fn enroll_then_score_separates_blade_fault_from_normal() {
     )
     .unwrap();
     let score = |name: &str| -> (f64, usize, usize) {
-        let out = hark()
-            .arg("score")
-            .arg(data.join("fan/test").join(name))
-            .arg("--config")
-            .arg(&cfg)
-            .arg("--json")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
+        let out = run_ok(
+            hark()
+                .arg("score")
+                .arg(data.join("fan/test").join(name))
+                .arg("--config")
+                .arg(&cfg)
+                .arg("--json"),
         );
         let rows: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
             .lines()
@@ -87,52 +75,42 @@ fn shipped_model_is_made_by_its_documented_command() {
     // models/README.md says how models/default.safetensors was made; this keeps it true.
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("m.safetensors");
-    let st = hark()
-        .args(["init-model", "--seed", "7", "--out"])
-        .arg(&out)
-        .output()
-        .unwrap();
-    assert!(
-        st.status.success(),
-        "{}",
-        String::from_utf8_lossy(&st.stderr)
+    run_ok(
+        hark()
+            .args(["init-model", "--seed", "7", "--out"])
+            .arg(&out),
     );
-    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/default.safetensors");
+    let shipped = shipped_model("default.safetensors");
     assert!(
         std::fs::read(&out).unwrap() == std::fs::read(&shipped).unwrap(),
         "models/default.safetensors differs from `hark init-model --seed 7`"
     );
     let tap = dir.path().join("tap.safetensors");
-    let st = hark()
-        .args([
-            "init-model",
-            "--mode",
-            "tap",
-            "--sample-rate",
-            "48000",
-            "--n-fft",
-            "512",
-        ])
-        .args([
-            "--hop",
-            "128",
-            "--fmax",
-            "24000",
-            "--frames",
-            "16",
-            "--window-hop-frames",
-            "4",
-        ])
-        .args(["--seed", "7", "--out"])
-        .arg(&tap)
-        .output()
-        .unwrap();
-    assert!(
-        st.status.success(),
-        "{}",
-        String::from_utf8_lossy(&st.stderr)
+    run_ok(
+        hark()
+            .args([
+                "init-model",
+                "--mode",
+                "tap",
+                "--sample-rate",
+                "48000",
+                "--n-fft",
+                "512",
+            ])
+            .args([
+                "--hop",
+                "128",
+                "--fmax",
+                "24000",
+                "--frames",
+                "16",
+                "--window-hop-frames",
+                "4",
+            ])
+            .args(["--seed", "7", "--out"])
+            .arg(&tap),
     );
-    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/tap.safetensors");
+    let shipped = shipped_model("tap.safetensors");
     assert!(
         std::fs::read(&tap).unwrap() == std::fs::read(&shipped).unwrap(),
         "models/tap.safetensors differs from its documented command (models/README.md)"
@@ -144,21 +122,16 @@ fn eval_on_a_real_set_reports_dcase_metrics() {
     let Some(data) = shared_data() else { return };
     let dir = tempfile::tempdir().unwrap();
     let svg = dir.path().join("eval.svg");
-    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/default.safetensors");
-    let out = hark()
-        .arg("eval")
-        .arg(data.join("fan"))
-        .arg("--model")
-        .arg(&model)
-        .arg("--json")
-        .arg("--plot")
-        .arg(&svg)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let model = shipped_model("default.safetensors");
+    let out = run_ok(
+        hark()
+            .arg("eval")
+            .arg(data.join("fan"))
+            .arg("--model")
+            .arg(&model)
+            .arg("--json")
+            .arg("--plot")
+            .arg(&svg),
     );
     let line = String::from_utf8_lossy(&out.stdout);
     let r: serde_json::Value = serde_json::from_str(line.trim()).unwrap();

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use rand::{RngExt, SeedableRng};
 
-use crate::util::{Collector, Proc, SERIAL, hark, mosquitto, shared_data};
+use crate::util::{Collector, Proc, SERIAL, hark, mosquitto, run_ok, shared_data, shipped_model};
 
 /// Writes the knock stream; returns (onset seconds, cracked?) per knock.
 fn knock_stream(data: &Path, out: &Path) -> Vec<(f64, bool)> {
@@ -71,22 +71,16 @@ fn every_knock_gets_exactly_one_verdict_and_cracks_score_higher() {
     };
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let model = root.join("models/tap.safetensors");
+    let model = shipped_model("tap.safetensors");
     let bank = dir.path().join("station.bank.safetensors");
-    let out = hark()
-        .arg("enroll")
-        .arg(data.join("bottles"))
-        .arg("--model")
-        .arg(&model)
-        .arg("--out")
-        .arg(&bank)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    run_ok(
+        hark()
+            .arg("enroll")
+            .arg(data.join("bottles"))
+            .arg("--model")
+            .arg(&model)
+            .arg("--out")
+            .arg(&bank),
     );
     let wav = dir.path().join("knocks.wav");
     let truth = knock_stream(&data, &wav);

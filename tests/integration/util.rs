@@ -248,3 +248,21 @@ pub fn concat_wav(files: &[PathBuf], out: &Path) -> (Vec<f64>, f64) {
     hark::wav::write_mono_i16(out, rate, &all).unwrap();
     (starts, all.len() as f64 / rate as f64)
 }
+
+/// Runs a prepared hark command and asserts it succeeded (showing its stderr if not).
+pub fn run_ok(cmd: &mut Command) -> std::process::Output {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// A model shipped in models/.
+pub fn shipped_model(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("models")
+        .join(name)
+}
