@@ -13,7 +13,11 @@
 # detected onset, stream seconds; within 50 ms). The window ends 45.7 ms after the onset
 # (50.7 ms window from 5 ms before it), so latency = arrival − (t0 + t + 0.0457).
 # hark gets SIGTERM 1 s after the WAV's length has played. Prints one JSON line
-# (latencies in ms; p90 is nearest-rank).
+# (latencies in ms; p90 is nearest-rank). The file replay hands over 10 ms blocks at the
+# time of their first sample, so the window's last sample reaches hark up to 10 ms before
+# t0 + t + 0.0457 and latencies can be negative; after_block_ms_* measure instead from
+# the hand-over of the block holding that sample (taken as strike start + 2193 samples),
+# i.e. hark's own detection + inference + MQTT time.
 #
 # Run: scripts/measure-tap-latency.sh    (needs target/release/hark, mosquitto,
 #      mosquitto-clients, python3; HARK=, DATA= override the binary and data paths)
@@ -130,15 +134,21 @@ for l in open(sub):
         unmatched.append(v["t"]); continue
     if k in matched:
         dups += 1; continue
-    matched[k] = (float(arrival) - (t0 + v["t"] + WINDOW_AFTER_ONSET), v["t"] - starts[k])
+    block = (round(starts[k] * 48000) + 2193) // 480          # replay block, 10 ms
+    matched[k] = (float(arrival) - (t0 + v["t"] + WINDOW_AFTER_ONSET), v["t"] - starts[k],
+                  float(arrival) - (t0 + block * 0.01))
 lat = sorted(m[0] * 1000 for m in matched.values())
+blk = sorted(m[2] * 1000 for m in matched.values())
 ms = lambda x: round(x, 1)
+med = lambda a: ms((a[(len(a) - 1) // 2] + a[len(a) // 2]) / 2) if a else None
 r = {"knocks": len(starts), "verdicts": len(matched) + len(unmatched) + dups,
      "matched": len(matched), "missing_knocks": [round(starts[i], 3) for i in range(len(starts)) if i not in matched],
      "unmatched_verdict_t": unmatched, "duplicate_verdicts": dups,
-     "latency_ms_median": ms(lat[len(lat) // 2] if len(lat) % 2 else sum(lat[len(lat) // 2 - 1:len(lat) // 2 + 1]) / 2) if lat else None,
+     "latency_ms_median": med(lat),
      "latency_ms_p90": ms(lat[math.ceil(0.9 * len(lat)) - 1]) if lat else None,
      "latency_ms_max": ms(lat[-1]) if lat else None, "latency_ms_min": ms(lat[0]) if lat else None,
+     "after_block_ms_median": med(blk),
+     "after_block_ms_max": ms(blk[-1]) if blk else None,
      "onset_offset_ms_max": ms(max(abs(m[1]) * 1000 for m in matched.values())) if matched else None,
      "wav_s": round(dur, 3), "t0_unix": round(t0, 6), "startup_ms": startup, "hark_exit": rc,
      "hark_warnings": [l for l in lines if " WARN " in l or " ERROR " in l]}
