@@ -1,4 +1,4 @@
-//! Stage 2, dsp: drains a source's ring into its [`FrontEnd`] and hands windows on.
+//! Stage 2, dsp: drains a source's ring into its [`Front`] and hands windows on.
 //!
 //! The ring offers no way to wait, so the thread polls it at a fraction of the window
 //! hop. A full queue to inference drops the window and counts it, never blocking the

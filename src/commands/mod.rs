@@ -94,7 +94,7 @@ pub enum Command {
     Score {
         /// The WAV file.
         file: PathBuf,
-        /// Config whose first [[source]] gives mode, model and bank.
+        /// Config whose first `[[source]]` gives mode, model and bank.
         #[arg(long)]
         config: Option<PathBuf>,
         /// One JSON object per window.
