@@ -119,6 +119,13 @@ pub fn run(mqtt: Mqtt, cfg: MqttConfig, sources: Vec<SourceTopics>, reports: Rec
                     verdict_json(&verdict).to_string(),
                 );
             }
+            Report::CmdResult { source, payload } => {
+                publish(
+                    format!("{}/cmd/result", sources[source].base),
+                    false,
+                    payload.to_string(),
+                );
+            }
             Report::Event { source, event } => {
                 publish(
                     format!("{}/event", sources[source].base),

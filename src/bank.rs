@@ -117,6 +117,19 @@ impl NormalBank {
         }
     }
 
+    /// The stored embeddings, one slice per row.
+    pub fn rows(&self) -> impl Iterator<Item = &[f32]> {
+        self.embeddings.chunks_exact(self.dim)
+    }
+
+    /// Adds one unit-norm embedding (a knock an operator says was good); the
+    /// calibration stays as it was.
+    pub fn push(&mut self, embedding: &[f32]) {
+        if embedding.len() == self.dim {
+            self.embeddings.extend_from_slice(embedding);
+        }
+    }
+
     /// Number of stored embeddings.
     pub fn len(&self) -> usize {
         self.embeddings.len() / self.dim

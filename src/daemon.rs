@@ -116,11 +116,23 @@ pub fn run(cfg: &Config, shutdown: &AtomicBool) -> anyhow::Result<()> {
     if let Broker::Embedded { port } = cfg.mqtt.broker {
         crate::broker::start_embedded(port)?;
     }
-    let mqtt = Mqtt::start(&cfg.mqtt, &cfg.node);
+    // Tap sources take station commands over MQTT; the driver routes them here.
+    let mut command_rx = Vec::new();
+    let mut command_tx = std::collections::HashMap::new();
+    for s in &cfg.sources {
+        if s.mode == Mode::Tap {
+            let (tx, rx) = bounded(8);
+            command_tx.insert(s.name.clone(), tx);
+            command_rx.push(Some(rx));
+        } else {
+            command_rx.push(None);
+        }
+    }
+    let mqtt = Mqtt::start(&cfg.mqtt, &cfg.node, command_tx);
     let (report_tx, report_rx) = bounded(REPORT_QUEUE);
     let mut topics = Vec::new();
     let mut running = Vec::new();
-    for (i, (s, loaded, input)) in prepared.into_iter().enumerate() {
+    for ((i, (s, loaded, input)), commands) in prepared.into_iter().enumerate().zip(command_rx) {
         let health = Arc::new(SourceHealth::new());
         topics.push(SourceTopics {
             base: format!("{}/{}/{}", cfg.mqtt.prefix, cfg.node, s.name),
@@ -132,7 +144,7 @@ pub fn run(cfg: &Config, shutdown: &AtomicBool) -> anyhow::Result<()> {
             loaded,
             input,
             health,
-            report_tx.clone(),
+            (report_tx.clone(), commands),
             cfg,
         )?);
     }
@@ -173,7 +185,10 @@ fn start_source(
     loaded: Loaded,
     input: Input,
     health: Arc<SourceHealth>,
-    reports: crossbeam_channel::Sender<crate::report::Report>,
+    (reports, commands): (
+        crossbeam_channel::Sender<crate::report::Report>,
+        Option<crossbeam_channel::Receiver<crate::station::StationCommand>>,
+    ),
     cfg: &Config,
 ) -> anyhow::Result<Running> {
     let rate = input.sample_rate_hz();
@@ -199,6 +214,7 @@ fn start_source(
         decision: (s.raise_k, s.raise_n, s.clear_m, s.threshold_scale),
         event_update_s: cfg.mqtt.event_update_s,
         tap: s.mode == Mode::Tap,
+        commands,
         lossless,
         health: health.clone(),
     };

@@ -14,6 +14,7 @@ use crate::frontend::Window;
 use crate::health::SourceHealth;
 use crate::model::Embedder;
 use crate::report::{Event, EventKind, Report, SourceState};
+use crate::station::StationCommand;
 
 /// Most embeddings a bank keeps (k-center coreset); scoring stays ~100 µs per window.
 pub const MAX_BANK: usize = 2048;
@@ -45,6 +46,8 @@ pub struct Inference {
     pub lossless: bool,
     /// Tap mode: one verdict per window (knock), no hysteresis, no events.
     pub tap: bool,
+    /// Station commands from MQTT (tap sources only).
+    pub commands: Option<Receiver<StationCommand>>,
     /// Shared counters.
     pub health: Arc<SourceHealth>,
 }
@@ -55,6 +58,15 @@ enum Phase {
         origins: Vec<Origin>,
     },
     Armed(Detector),
+}
+
+/// Operator state of a tap station.
+#[derive(Default)]
+struct Station {
+    /// Knocks collected since `enroll_start`.
+    enrolling: Option<Vec<Vec<f32>>>,
+    /// The last knock's embedding, for `false_alarm`.
+    last: Option<Vec<f32>>,
 }
 
 struct Running {
@@ -125,7 +137,25 @@ impl Inference {
         let mut recent = Recent::default();
         let mut last_t = 0.0;
         let mut batch: Vec<Window> = Vec::with_capacity(MAX_BATCH);
-        while let Ok(first) = windows.recv() {
+        let mut station = Station::default();
+        let commands = self
+            .commands
+            .clone()
+            .unwrap_or_else(crossbeam_channel::never);
+        loop {
+            let first = crossbeam_channel::select! {
+                recv(windows) -> w => match w {
+                    Ok(w) => w,
+                    Err(_) => break,
+                },
+                recv(commands) -> c => {
+                    if let Ok(c) = c {
+                        let payload = self.command(c, &mut phase, &mut station);
+                        send(Report::CmdResult { source: self.source, payload });
+                    }
+                    continue;
+                }
+            };
             batch.clear();
             batch.push(first);
             while batch.len() < MAX_BATCH {
@@ -179,6 +209,10 @@ impl Inference {
                     }
                     Phase::Armed(det) if self.tap => {
                         let score = det.score(&emb);
+                        if let Some(collected) = station.enrolling.as_mut() {
+                            collected.push(emb.clone());
+                        }
+                        station.last = Some(emb.clone());
                         let millis = SystemTime::now()
                             .duration_since(SystemTime::UNIX_EPOCH)
                             .map(|d| d.as_millis())
@@ -240,6 +274,75 @@ impl Inference {
                 event: r.event,
             });
         }
+    }
+
+    /// Carries out a station command; returns the `cmd/result` payload.
+    fn command(
+        &self,
+        cmd: StationCommand,
+        phase: &mut Phase,
+        station: &mut Station,
+    ) -> serde_json::Value {
+        let name = cmd.as_str();
+        let fail = |e: String| serde_json::json!({"cmd": name, "ok": false, "error": e});
+        let Phase::Armed(det) = phase else {
+            return fail("the source is still learning its first bank".into());
+        };
+        let bank = match cmd {
+            StationCommand::EnrollStart => {
+                station.enrolling = Some(Vec::new());
+                return serde_json::json!({"cmd": name, "ok": true});
+            }
+            StationCommand::EnrollStop => {
+                let Some(collected) = station.enrolling.take() else {
+                    return fail("not enrolling: send enroll_start first".into());
+                };
+                if collected.is_empty() {
+                    return fail("no knocks were heard while enrolling".into());
+                }
+                let rows: Vec<Vec<f32>> = det
+                    .bank()
+                    .rows()
+                    .map(<[f32]>::to_vec)
+                    .chain(collected)
+                    .collect();
+                let origins: Vec<Origin> = (0..rows.len())
+                    .map(|i| Origin {
+                        segment: i as u32,
+                        index: 0,
+                    })
+                    .collect();
+                match NormalBank::build(
+                    &rows,
+                    &origins,
+                    0,
+                    MAX_BANK,
+                    TARGET_FAR,
+                    self.embedder.hash(),
+                ) {
+                    Ok(b) => b,
+                    Err(e) => return fail(format!("{e:#}")),
+                }
+            }
+            StationCommand::FalseAlarm => {
+                let Some(last) = station.last.take() else {
+                    return fail("no knock since the start or the last false_alarm".into());
+                };
+                let mut bank = det.bank().clone();
+                bank.push(&last);
+                bank
+            }
+        };
+        // Saved before it is used: a power cut leaves the old bank or the new one.
+        if let Err(e) = bank.save(&self.bank_path) {
+            return fail(format!("bank not saved: {e:#}"));
+        }
+        tracing::info!(source = %self.name, cmd = name, size = bank.len(), "bank updated");
+        let reply = serde_json::json!({
+            "cmd": name, "ok": true, "bank_size": bank.len(), "threshold": bank.calibration.threshold,
+        });
+        *det = self.detector(bank);
+        reply
     }
 
     fn detector(&self, bank: NormalBank) -> Detector {

@@ -43,6 +43,7 @@ pub mod model;
 pub mod mqtt;
 pub mod report;
 pub mod spectrogram;
+pub mod station;
 pub mod tap;
 pub mod train;
 pub mod wav;

@@ -10,7 +10,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use std::collections::HashMap;
+
+use crossbeam_channel::Sender;
 use rumqttc::{Client, Event, LastWill, MqttOptions, Packet, QoS};
+
+use crate::station::StationCommand;
 
 use crate::config::{Broker, MqttConfig};
 
@@ -53,7 +58,13 @@ pub fn backoff(attempt: u32, max_s: f64) -> Duration {
 
 impl Mqtt {
     /// Starts the client and its driver thread. Never blocks on the broker.
-    pub fn start(cfg: &MqttConfig, node: &str) -> Mqtt {
+    /// `commands` maps tap sources to their inference threads; their `cmd` topics are
+    /// subscribed, parsed here, and malformed ones answered on `cmd/result`.
+    pub fn start(
+        cfg: &MqttConfig,
+        node: &str,
+        commands: HashMap<String, Sender<StationCommand>>,
+    ) -> Mqtt {
         let (host, port) = match &cfg.broker {
             Broker::External { host, port } => (host.clone(), *port),
             Broker::Embedded { port } => ("127.0.0.1".to_string(), *port),
@@ -79,6 +90,7 @@ impl Mqtt {
             offline_seen.clone(),
         );
         let max_s = cfg.reconnect_max_s;
+        let cmd_base = format!("{}/{node}/", cfg.prefix);
         let driver = std::thread::Builder::new()
             .name("mqtt".into())
             .spawn(move || {
@@ -94,6 +106,14 @@ impl Mqtt {
                             // Hearing our own `offline` come back at shutdown proves the
                             // broker has passed it on to every subscriber.
                             let _ = c2.try_subscribe(&topic2, QoS::AtLeastOnce);
+                            if !commands.is_empty() {
+                                let _ = c2.try_subscribe(format!("{cmd_base}+/cmd"), QoS::AtLeastOnce);
+                            }
+                        }
+                        Ok(Event::Incoming(Packet::Publish(p)))
+                            if p.topic.starts_with(&cmd_base) && p.topic.ends_with("/cmd") =>
+                        {
+                            route_command(&c2, &commands, &cmd_base, &p.topic, &p.payload);
                         }
                         Ok(Event::Incoming(Packet::Publish(p)))
                             if p.topic == topic2
@@ -163,6 +183,36 @@ impl Mqtt {
             }
         }
     }
+}
+
+/// Hands a `cmd` message to its source, or answers on `cmd/result` why not.
+fn route_command(
+    client: &Client,
+    commands: &HashMap<String, Sender<StationCommand>>,
+    base: &str,
+    topic: &str,
+    payload: &[u8],
+) {
+    let source = &topic[base.len()..topic.len() - "/cmd".len()];
+    let error = match (commands.get(source), StationCommand::parse(payload)) {
+        (None, _) => format!("source {source:?} takes no commands (not a tap source of this node)"),
+        (Some(_), Err(e)) => e,
+        (Some(tx), Ok(cmd)) => match tx.try_send(cmd) {
+            Ok(()) => return,
+            Err(crossbeam_channel::TrySendError::Full(_)) => "busy: try again".to_string(),
+            Err(crossbeam_channel::TrySendError::Disconnected(_)) => {
+                format!("source {source:?} has stopped (its input ended)")
+            }
+        },
+    };
+    tracing::warn!(source, "rejected command: {error}");
+    let reply = serde_json::json!({"ok": false, "error": error});
+    let _ = client.try_publish(
+        format!("{topic}/result"),
+        QoS::AtLeastOnce,
+        false,
+        reply.to_string(),
+    );
 }
 
 #[cfg(test)]

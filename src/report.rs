@@ -91,6 +91,13 @@ pub enum Report {
         /// The verdict.
         verdict: Verdict,
     },
+    /// The answer to a station command, for `cmd/result`.
+    CmdResult {
+        /// Index of the source in the config.
+        source: usize,
+        /// `{"cmd", "ok", ...}`.
+        payload: Value,
+    },
     /// An anomaly event.
     Event {
         /// Index of the source in the config.

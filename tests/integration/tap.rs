@@ -12,7 +12,7 @@ use rand::{RngExt, SeedableRng};
 use crate::util::{Collector, Proc, SERIAL, hark, mosquitto, run_ok, shared_data, shipped_model};
 
 /// Writes the knock stream; returns (onset seconds, cracked?) per knock.
-fn knock_stream(data: &Path, out: &Path) -> Vec<(f64, bool)> {
+pub fn knock_stream(data: &Path, out: &Path, knocks: usize) -> Vec<(f64, bool)> {
     let rate = 48_000usize;
     let fan =
         hark::wav::Clip::read(&data.join("fan/train/normal_id_00_20210210T012001.wav")).unwrap();
@@ -42,7 +42,7 @@ fn knock_stream(data: &Path, out: &Path) -> Vec<(f64, bool)> {
         x.extend((0..n).map(|i| noise[(start + i) % noise.len()]));
     };
     gap(&mut x, 1.0);
-    for i in 0..40 {
+    for i in 0..knocks {
         let (file, cracked) = if i % 2 == 0 {
             (&good[i * 3], false)
         } else {
@@ -83,7 +83,7 @@ fn every_knock_gets_exactly_one_verdict_and_cracks_score_higher() {
             .arg(&bank),
     );
     let wav = dir.path().join("knocks.wav");
-    let truth = knock_stream(&data, &wav);
+    let truth = knock_stream(&data, &wav, 40);
     let config = dir.path().join("hark.toml");
     std::fs::write(
         &config,
@@ -151,4 +151,140 @@ fn every_knock_gets_exactly_one_verdict_and_cracks_score_higher() {
         .filter(|(v, (_, c))| !c && v["verdict"] == "defective")
         .count();
     assert_eq!(false_alarms, 0, "an intact bottle was called defective");
+}
+
+#[test]
+fn station_commands_update_the_bank_and_bad_ones_get_an_error() {
+    let Some(data) = shared_data() else { return };
+    let Some((_broker, port)) = mosquitto() else {
+        return;
+    };
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let model = shipped_model("tap.safetensors");
+    let bank = dir.path().join("station.bank.safetensors");
+    run_ok(
+        hark()
+            .arg("enroll")
+            .arg(data.join("bottles"))
+            .arg("--model")
+            .arg(&model)
+            .arg("--out")
+            .arg(&bank),
+    );
+    let wav = dir.path().join("knocks.wav");
+    knock_stream(&data, &wav, 12);
+    let config = dir.path().join("hark.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "node = \"tap\"\n[mqtt]\nurl = \"mqtt://127.0.0.1:{port}\"\nhealth_interval_s = 0.5\n[[source]]\nname = \"station\"\ndevice = \"file:{}\"\nrealtime = true\nmode = \"tap\"\nmodel = \"{}\"\nbank = \"{}\"\n",
+            wav.display(),
+            model.display(),
+            bank.display()
+        ),
+    )
+    .unwrap();
+    let hash = hark::model::Embedder::load(&model)
+        .unwrap()
+        .hash()
+        .to_string();
+    let size = || {
+        hark::bank::NormalBank::load(&bank, &hash, &model)
+            .unwrap()
+            .len()
+    };
+    let before = size();
+    let sub = Collector::connect(port, "hark/#", Duration::from_secs(5));
+    let mut proc = Proc(
+        hark()
+            .args(["run", "--config"])
+            .arg(&config)
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    // The replay runs in real time: commands arrive while knocks are still coming.
+    let verdicts = |n: usize| -> Option<()> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while sub
+            .all()
+            .iter()
+            .filter(|m| m.topic == "hark/tap/station/verdict")
+            .count()
+            < n
+        {
+            if std::time::Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Some(())
+    };
+    assert!(verdicts(1).is_some(), "a first verdict");
+    let ask = |topic: &str, payload: &str, n: usize| -> serde_json::Value {
+        sub.publish(topic, payload);
+        let result = format!("{topic}/result");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let got: Vec<_> = sub
+                .all()
+                .into_iter()
+                .filter(|m| m.topic == result)
+                .collect();
+            if got.len() >= n {
+                return got[n - 1].json();
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no answer on {result}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let cmd = "hark/tap/station/cmd";
+    let r = ask(cmd, "{\"cmd\": \"explode\"}", 1);
+    assert!(
+        r["ok"] == false && r["error"].as_str().unwrap().contains("explode"),
+        "{r}"
+    );
+    let r = ask(cmd, "not json at all", 2);
+    assert!(
+        r["ok"] == false && r["error"].as_str().unwrap().contains("JSON"),
+        "{r}"
+    );
+    let r = ask(cmd, "{\"cmd\": \"enroll_stop\"}", 3);
+    assert!(r["ok"] == false, "stop before start: {r}");
+    let r = ask(cmd, "{\"cmd\": \"false_alarm\"}", 4);
+    assert!(r["ok"] == true, "{r}");
+    assert_eq!(r["bank_size"].as_u64(), Some(before as u64 + 1), "{r}");
+    assert_eq!(size(), before + 1, "the bank file was updated");
+    let r = ask(cmd, "{\"cmd\": \"enroll_start\"}", 5);
+    assert!(r["ok"] == true, "{r}");
+    let heard = sub
+        .all()
+        .iter()
+        .filter(|m| m.topic == "hark/tap/station/verdict")
+        .count();
+    assert!(
+        verdicts(heard + 2).is_some(),
+        "two more knocks while enrolling"
+    );
+    let r = ask(cmd, "{\"cmd\": \"enroll_stop\"}", 6);
+    assert!(r["ok"] == true, "{r}");
+    let enrolled = r["bank_size"].as_u64().unwrap() as usize;
+    assert!(
+        enrolled >= before + 3,
+        "false alarm + at least two enrolled knocks: {r}"
+    );
+    assert_eq!(size(), enrolled, "the bank file holds them");
+    let r = ask("hark/tap/nope/cmd", "{\"cmd\": \"false_alarm\"}", 1);
+    assert!(
+        r["ok"] == false && r["error"].as_str().unwrap().contains("nope"),
+        "{r}"
+    );
+    let status = proc.terminate(Duration::from_secs(10)).expect("exits");
+    assert!(status.success(), "never crashed: {}", proc.stderr());
+    // A restart finds the updated bank.
+    assert_eq!(size(), enrolled);
 }

@@ -207,6 +207,13 @@ impl Collector {
         }
     }
 
+    /// Publishes a message (QoS 1, not retained).
+    pub fn publish(&self, topic: &str, payload: &str) {
+        self.client
+            .publish(topic, QoS::AtLeastOnce, false, payload.as_bytes().to_vec())
+            .unwrap();
+    }
+
     /// A copy of everything received so far.
     pub fn all(&self) -> Vec<Msg> {
         self.msgs.lock().unwrap().clone()
