@@ -23,12 +23,7 @@ cleanup() {
     rm -rf "$TMP"
 }
 trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { python3 -c 'import socket,sys,time
-for _ in range(100):
-    try: socket.create_connection(("127.0.0.1",int(sys.argv[1])),0.1); sys.exit(0)
-    except OSError: time.sleep(0.05)
-sys.exit(1)' "$1"; }
+. "$ROOT/scripts/lib.sh"
 
 "$HARK" enroll "$FAN" --model "$ROOT/models/default.safetensors" \
     --out "$TMP/fan.bank.safetensors" >"$TMP/enroll.log" 2>&1

@@ -63,6 +63,28 @@ pub fn knock_stream(data: &Path, out: &Path, knocks: usize) -> Vec<(f64, bool)> 
     truth
 }
 
+/// A config with one tap source replaying `wav` into the broker on `port`.
+fn station_config(
+    dir: &Path,
+    port: u16,
+    wav: &Path,
+    model: &Path,
+    bank: &Path,
+    realtime: bool,
+) -> std::path::PathBuf {
+    let config = dir.join("hark.toml");
+    let text = format!(
+        "node = \"tap\"\n[mqtt]\nurl = \"mqtt://127.0.0.1:{port}\"\nhealth_interval_s = 0.5\n\
+         [[source]]\nname = \"station\"\ndevice = \"file:{}\"\nrealtime = {realtime}\nmode = \"tap\"\n\
+         model = \"{}\"\nbank = \"{}\"\n",
+        wav.display(),
+        model.display(),
+        bank.display()
+    );
+    std::fs::write(&config, text).unwrap();
+    config
+}
+
 #[test]
 fn every_knock_gets_exactly_one_verdict_and_cracks_score_higher() {
     let Some(data) = shared_data() else { return };
@@ -84,17 +106,7 @@ fn every_knock_gets_exactly_one_verdict_and_cracks_score_higher() {
     );
     let wav = dir.path().join("knocks.wav");
     let truth = knock_stream(&data, &wav, 40);
-    let config = dir.path().join("hark.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "node = \"tap\"\n[mqtt]\nurl = \"mqtt://127.0.0.1:{port}\"\nhealth_interval_s = 0.5\n[[source]]\nname = \"station\"\ndevice = \"file:{}\"\nrealtime = false\nmode = \"tap\"\nmodel = \"{}\"\nbank = \"{}\"\n",
-            wav.display(),
-            model.display(),
-            bank.display()
-        ),
-    )
-    .unwrap();
+    let config = station_config(dir.path(), port, &wav, &model, &bank, false);
     let sub = Collector::connect(port, "hark/#", Duration::from_secs(5));
     let mut proc = Proc(
         hark()
@@ -174,17 +186,7 @@ fn station_commands_update_the_bank_and_bad_ones_get_an_error() {
     );
     let wav = dir.path().join("knocks.wav");
     knock_stream(&data, &wav, 12);
-    let config = dir.path().join("hark.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "node = \"tap\"\n[mqtt]\nurl = \"mqtt://127.0.0.1:{port}\"\nhealth_interval_s = 0.5\n[[source]]\nname = \"station\"\ndevice = \"file:{}\"\nrealtime = true\nmode = \"tap\"\nmodel = \"{}\"\nbank = \"{}\"\n",
-            wav.display(),
-            model.display(),
-            bank.display()
-        ),
-    )
-    .unwrap();
+    let config = station_config(dir.path(), port, &wav, &model, &bank, true);
     let hash = hark::model::Embedder::load(&model)
         .unwrap()
         .hash()
