@@ -11,15 +11,16 @@
 //! | Thread (name) | Owns | Reads | Writes | Stops when |
 //! |---|---|---|---|---|
 //! | cpal callback / `capture` (file) | scratch buffers, ring producer | device or WAV | ring | the supervisor drops the [`capture::Capture`] |
-//! | `dsp` | ring consumer, [`frontend::FrontEnd`] | ring | window queue | producer gone and ring drained |
-//! | `inference` | [`model::Embedder`], [`detector::Detector`] | window queue | report queue | window queue disconnected |
+//! | `dsp` | ring consumer, [`frontend::Front`] (sliding windows, or one per knock) | ring | window queue | producer gone and ring drained |
+//! | `inference` | [`model::Embedder`], [`detector::Detector`], a tap station's state | window queue, station commands | report queue, bank file | window queue disconnected |
 //! | `alarm` | MQTT client | report queue, [`health::SourceHealth`] | MQTT | report queue disconnected: publishes `offline` |
-//! | `mqtt` | rumqttc connection | broker | broker | client disconnects |
+//! | `mqtt` | rumqttc connection | broker (incl. `cmd` topics) | broker, command queues | client disconnects |
 //! | main (supervisor, [`daemon`]) | join handles, captures | SIGTERM/SIGINT flag | logs | all joined |
 //!
 //! Stage modules (`capture`, `dsp`, `inference`, `alarm`) hold only their thread
-//! bodies; the algorithms (`spectrogram`, `frontend`, `model`, `bank`, `detector`) are
-//! pure and tested on their own; `daemon` wires everything in one place.
+//! bodies; the algorithms (`spectrogram`, `frontend`, `tap`, `model`, `bank`,
+//! `detector`, `metrics`, `station`, `train`) are pure and tested on their own;
+//! `daemon` wires everything in one place; `commands` holds one file per CLI command.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
