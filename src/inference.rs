@@ -138,7 +138,7 @@ impl Inference {
         let mut last_t = 0.0;
         let mut batch: Vec<Window> = Vec::with_capacity(MAX_BATCH);
         let mut station = Station::default();
-        let commands = self
+        let mut commands = self
             .commands
             .clone()
             .unwrap_or_else(crossbeam_channel::never);
@@ -149,9 +149,13 @@ impl Inference {
                     Err(_) => break,
                 },
                 recv(commands) -> c => {
-                    if let Ok(c) = c {
-                        let payload = self.command(c, &mut phase, &mut station);
-                        send(Report::CmdResult { source: self.source, payload });
+                    match c {
+                        Ok(c) => {
+                            let payload = self.command(c, &mut phase, &mut station);
+                            send(Report::CmdResult { source: self.source, payload });
+                        }
+                        // The MQTT side is gone: stop listening rather than spin.
+                        Err(_) => commands = crossbeam_channel::never(),
                     }
                     continue;
                 }
