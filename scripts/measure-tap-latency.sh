@@ -69,16 +69,8 @@ EOF
 DUR=$(tail -n1 "$TMP/strikes.txt")
 
 # (c) broker, subscriber (ready once it has seen a probe), hark.
-PORT=$(free_port)
-printf 'listener %s 127.0.0.1\nallow_anonymous true\n' "$PORT" >"$TMP/mosquitto.conf"
-mosquitto -c "$TMP/mosquitto.conf" >"$TMP/mosquitto.log" 2>&1 & PIDS+=($!)
-wait_port "$PORT"
-: >"$TMP/sub.txt"; : >"$TMP/hark.log"
-mosquitto_sub -h 127.0.0.1 -p "$PORT" -t 'hark/#' -t probe -F '%U %t %p' >"$TMP/sub.txt" & PIDS+=($!)
-for ((i = 0; i < 50; i++)); do
-    grep -q ' probe ' "$TMP/sub.txt" && break
-    mosquitto_pub -h 127.0.0.1 -p "$PORT" -t probe -m x; sleep 0.1
-done
+start_broker_and_subscriber
+: >"$TMP/hark.log"
 cat >"$TMP/hark.toml" <<EOF
 node = "tapbench"
 state_dir = "$TMP"

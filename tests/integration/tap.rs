@@ -3,7 +3,7 @@
 //! replayed through `hark run` into mosquitto. Every knock must get exactly one verdict,
 //! and the verdicts must separate intact from cracked bottles.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -63,6 +63,22 @@ pub fn knock_stream(data: &Path, out: &Path, knocks: usize) -> Vec<(f64, bool)> 
     truth
 }
 
+/// The shipped tap model and a bank enrolled from bottles/train with it.
+fn enrol_station(data: &Path, dir: &Path) -> (PathBuf, PathBuf) {
+    let model = shipped_model("tap.safetensors");
+    let bank = dir.join("station.bank.safetensors");
+    run_ok(
+        hark()
+            .arg("enroll")
+            .arg(data.join("bottles"))
+            .arg("--model")
+            .arg(&model)
+            .arg("--out")
+            .arg(&bank),
+    );
+    (model, bank)
+}
+
 /// A config with one tap source replaying `wav` into the broker on `port`.
 fn station_config(
     dir: &Path,
@@ -71,7 +87,7 @@ fn station_config(
     model: &Path,
     bank: &Path,
     realtime: bool,
-) -> std::path::PathBuf {
+) -> PathBuf {
     let config = dir.join("hark.toml");
     let text = format!(
         "node = \"tap\"\n[mqtt]\nurl = \"mqtt://127.0.0.1:{port}\"\nhealth_interval_s = 0.5\n\
@@ -93,17 +109,7 @@ fn every_knock_gets_exactly_one_verdict_and_cracks_score_higher() {
     };
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
-    let model = shipped_model("tap.safetensors");
-    let bank = dir.path().join("station.bank.safetensors");
-    run_ok(
-        hark()
-            .arg("enroll")
-            .arg(data.join("bottles"))
-            .arg("--model")
-            .arg(&model)
-            .arg("--out")
-            .arg(&bank),
-    );
+    let (model, bank) = enrol_station(&data, dir.path());
     let wav = dir.path().join("knocks.wav");
     let truth = knock_stream(&data, &wav, 40);
     let config = station_config(dir.path(), port, &wav, &model, &bank, false);
@@ -173,17 +179,7 @@ fn station_commands_update_the_bank_and_bad_ones_get_an_error() {
     };
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
-    let model = shipped_model("tap.safetensors");
-    let bank = dir.path().join("station.bank.safetensors");
-    run_ok(
-        hark()
-            .arg("enroll")
-            .arg(data.join("bottles"))
-            .arg("--model")
-            .arg(&model)
-            .arg("--out")
-            .arg(&bank),
-    );
+    let (model, bank) = enrol_station(&data, dir.path());
     let wav = dir.path().join("knocks.wav");
     knock_stream(&data, &wav, 12);
     let config = station_config(dir.path(), port, &wav, &model, &bank, true);
