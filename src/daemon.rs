@@ -228,7 +228,7 @@ fn start_source(
         .spawn(move || crate::dsp::run(consumer, front, window_tx, lossless, dsp_health))
         .context("cannot start a dsp thread")?;
     let capture = input
-        .start(s.channel, producer, health)
+        .start(s, producer, health)
         .with_context(|| format!("source {:?}", s.name))?;
     tracing::info!(source = %s.name, rate_hz = rate, "capture started");
     Ok(Running {

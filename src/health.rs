@@ -22,6 +22,8 @@ pub struct SourceHealth {
     level_dbfs_bits: AtomicU32,
     /// Samples the dsp stage consumed so far (progress, for the watchdog).
     pub samples_in: AtomicU64,
+    /// Times the input failed and was reopened.
+    pub reopens: AtomicU64,
     /// Set once the source's input has ended (a `file:` device reached its end).
     pub ended: AtomicBool,
 }
@@ -56,6 +58,7 @@ impl SourceHealth {
             "clipping": clipped > 0,
             "clipped_samples": clipped,
             "windows": self.windows.load(Ordering::Relaxed),
+            "reopens": self.reopens.load(Ordering::Relaxed),
             "ended": self.ended.load(Ordering::Relaxed),
         })
     }

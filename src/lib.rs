@@ -43,6 +43,7 @@ pub mod metrics;
 pub mod model;
 pub mod mqtt;
 pub mod report;
+pub mod retry;
 pub mod spectrogram;
 pub mod station;
 pub mod tap;

@@ -50,11 +50,7 @@ pub fn availability_topic(prefix: &str, node: &str) -> String {
     format!("{prefix}/{node}/availability")
 }
 
-/// Next backoff delay: doubles from 0.5 s up to `max_s`.
-pub fn backoff(attempt: u32, max_s: f64) -> Duration {
-    let s = 0.5 * 2f64.powi(attempt.min(16) as i32);
-    Duration::from_secs_f64(s.min(max_s))
-}
+pub use crate::retry::backoff;
 
 impl Mqtt {
     /// Starts the client and its driver thread. Never blocks on the broker.
@@ -213,18 +209,4 @@ fn route_command(
         false,
         reply.to_string(),
     );
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_doubles_and_is_capped() {
-        assert_eq!(backoff(0, 30.0), Duration::from_millis(500));
-        assert_eq!(backoff(1, 30.0), Duration::from_secs(1));
-        assert_eq!(backoff(3, 30.0), Duration::from_secs(4));
-        assert_eq!(backoff(10, 30.0), Duration::from_secs(30));
-        assert_eq!(backoff(1000, 30.0), Duration::from_secs(30));
-    }
 }

@@ -106,6 +106,15 @@ impl WavStream {
         })
     }
 
+    /// Moves to frame `frame` (used to resume a replay where a failed read left off).
+    pub fn seek_frame(&mut self, frame: u64) -> Result<(), WavError> {
+        let at = u32::try_from(frame).unwrap_or(u32::MAX);
+        self.reader.seek(at).map_err(|e| WavError {
+            file: self.path.clone(),
+            why: format!("cannot seek to frame {frame}: {e}"),
+        })
+    }
+
     /// Reads up to `frames` frames (interleaved) into `out`, replacing its contents.
     /// Returns the number of frames read; 0 at the end of the file.
     pub fn read(&mut self, frames: usize, out: &mut Vec<f32>) -> Result<usize, WavError> {

@@ -67,7 +67,7 @@ pub fn from_source(
         seconds = s.learn_seconds,
         "enrolling from live input"
     );
-    super::record::capture_for(input, s.channel, s.learn_seconds, &mut |chunk| {
+    super::record::capture_for(input, s, s.learn_seconds, &mut |chunk| {
         fe.push(chunk, &mut |w| windows.push(w));
         Ok(())
     })?;

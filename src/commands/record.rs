@@ -16,14 +16,14 @@ use crate::health::SourceHealth;
 /// Returns the capture rate. Stops early if the input ends.
 pub(super) fn capture_for(
     input: Input,
-    channel: Option<usize>,
+    source: &SourceConfig,
     seconds: f64,
     sink: &mut dyn FnMut(&[f32]) -> anyhow::Result<()>,
 ) -> anyhow::Result<u32> {
     let rate = input.sample_rate_hz();
     let (producer, mut consumer) = HeapRb::<f32>::new((rate as usize * 4).max(8192)).split();
     let health = Arc::new(SourceHealth::new());
-    let capture = input.start(channel, producer, health.clone())?;
+    let capture = input.start(source, producer, health.clone())?;
     let want = (seconds * rate as f64).round() as usize;
     let mut got = 0;
     let mut buf = vec![0.0f32; 4096];
@@ -99,10 +99,11 @@ pub fn run(
     if !(seconds.is_finite() && seconds > 0.0) {
         bail!("--seconds = {seconds}: must be > 0");
     }
-    let input = Input::open(&adhoc_source(device, req, channel))?;
+    let source = adhoc_source(device, req, channel);
+    let input = Input::open(&source)?;
     let mut samples = Vec::new();
     tracing::info!(device, seconds, "recording");
-    let rate = capture_for(input, channel, seconds, &mut |chunk| {
+    let rate = capture_for(input, &source, seconds, &mut |chunk| {
         samples.extend_from_slice(chunk);
         Ok(())
     })?;

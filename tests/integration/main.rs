@@ -17,3 +17,5 @@ mod offline;
 mod golden;
 // Tap mode: one verdict per knock on a real knocking station.
 mod tap;
+// Faults survived without a restart: a lost input, a broker outage, a stalled stage.
+mod faults;
