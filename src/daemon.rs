@@ -128,7 +128,8 @@ pub fn run(cfg: &Config, shutdown: &AtomicBool) -> anyhow::Result<()> {
             command_rx.push(None);
         }
     }
-    let mqtt = Mqtt::start(&cfg.mqtt, &cfg.node, command_tx);
+    let (echo_tx, echo_rx) = bounded(REPORT_QUEUE);
+    let mqtt = Mqtt::start(&cfg.mqtt, &cfg.node, command_tx, echo_tx);
     let (report_tx, report_rx) = bounded(REPORT_QUEUE);
     let mut topics = Vec::new();
     let mut running = Vec::new();
@@ -149,9 +150,11 @@ pub fn run(cfg: &Config, shutdown: &AtomicBool) -> anyhow::Result<()> {
         )?);
     }
     let alarm_cfg = cfg.mqtt.clone();
+    let journal =
+        crate::journal::Journal::open(&cfg.state_dir.join("outbox.journal"), cfg.journal_max_bytes);
     let alarm = std::thread::Builder::new()
         .name("alarm".into())
-        .spawn(move || crate::alarm::run(mqtt, alarm_cfg, topics, report_rx))
+        .spawn(move || crate::alarm::run(mqtt, alarm_cfg, topics, report_rx, (journal, echo_rx)))
         .context("cannot start the alarm thread")?;
     tracing::info!(
         sources = running.len(),

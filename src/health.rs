@@ -24,6 +24,8 @@ pub struct SourceHealth {
     pub samples_in: AtomicU64,
     /// Times the input failed and was reopened.
     pub reopens: AtomicU64,
+    /// False while the source's bank cannot be saved (disk full, read-only directory).
+    pub storage_ok: AtomicBool,
     /// Set once the source's input has ended (a `file:` device reached its end).
     pub ended: AtomicBool,
 }
@@ -33,6 +35,7 @@ impl SourceHealth {
     pub fn new() -> SourceHealth {
         let h = SourceHealth::default();
         h.set_level_dbfs(-100.0);
+        h.storage_ok.store(true, Ordering::Relaxed);
         h
     }
 
@@ -59,6 +62,7 @@ impl SourceHealth {
             "clipped_samples": clipped,
             "windows": self.windows.load(Ordering::Relaxed),
             "reopens": self.reopens.load(Ordering::Relaxed),
+            "storage_ok": self.storage_ok.load(Ordering::Relaxed),
             "ended": self.ended.load(Ordering::Relaxed),
         })
     }

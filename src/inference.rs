@@ -339,8 +339,10 @@ impl Inference {
         };
         // Saved before it is used: a power cut leaves the old bank or the new one.
         if let Err(e) = bank.save(&self.bank_path) {
+            self.health.storage_ok.store(false, Ordering::Relaxed);
             return fail(format!("bank not saved: {e:#}"));
         }
+        self.health.storage_ok.store(true, Ordering::Relaxed);
         tracing::info!(source = %self.name, cmd = name, size = bank.len(), "bank updated");
         let reply = serde_json::json!({
             "cmd": name, "ok": true, "bank_size": bank.len(), "threshold": bank.calibration.threshold,
@@ -386,7 +388,10 @@ impl Inference {
                 tracing::info!(source = %self.name, bank = %self.bank_path.display(), size = bank.len(), threshold = bank.calibration.threshold, "learned normal bank")
             }
             // Detection goes on with the bank in memory; the next start learns again.
-            Err(e) => tracing::error!(source = %self.name, "learned bank not saved: {e:#}"),
+            Err(e) => {
+                self.health.storage_ok.store(false, Ordering::Relaxed);
+                tracing::error!(source = %self.name, "learned bank not saved (detection goes on from memory): {e:#}")
+            }
         }
         Some(self.detector(bank))
     }

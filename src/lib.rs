@@ -39,6 +39,7 @@ pub mod frontend;
 pub mod fsutil;
 pub mod health;
 pub mod inference;
+pub mod journal;
 pub mod metrics;
 pub mod model;
 pub mod mqtt;

@@ -22,6 +22,9 @@ use crate::config::{Broker, MqttConfig};
 /// Requests rumqttc may queue while the broker is away before `try_publish` fails.
 const REQUEST_CAPACITY: usize = 1024;
 
+/// One of our own events or verdicts heard back from the broker: topic and payload.
+pub type Echo = (String, Vec<u8>);
+
 /// A connected (or connecting) client. Dropping it does not disconnect: call
 /// [`Mqtt::shutdown`] for the orderly `offline` + disconnect.
 pub struct Mqtt {
@@ -29,6 +32,9 @@ pub struct Mqtt {
     pub client: Client,
     /// True between a ConnAck and the next connection error.
     pub connected: Arc<AtomicBool>,
+    /// False when the broker refused our subscription to our own topics (an ACL): then
+    /// handing a message to the client has to count as delivering it.
+    pub echo_ok: Arc<AtomicBool>,
     stop: Arc<AtomicBool>,
     driver: Option<JoinHandle<()>>,
     availability: String,
@@ -56,10 +62,12 @@ impl Mqtt {
     /// Starts the client and its driver thread. Never blocks on the broker.
     /// `commands` maps tap sources to their inference threads; their `cmd` topics are
     /// subscribed, parsed here, and malformed ones answered on `cmd/result`.
+    /// Our own events and verdicts are subscribed to as well and handed to `echoes`.
     pub fn start(
         cfg: &MqttConfig,
         node: &str,
         commands: HashMap<String, Sender<StationCommand>>,
+        echoes: Sender<Echo>,
     ) -> Mqtt {
         let (host, port) = match &cfg.broker {
             Broker::External { host, port } => (host.clone(), *port),
@@ -78,12 +86,14 @@ impl Mqtt {
         let connected = Arc::new(AtomicBool::new(false));
         let stop = Arc::new(AtomicBool::new(false));
         let offline_seen = Arc::new(AtomicBool::new(false));
-        let (c2, connected2, stop2, topic2, seen2) = (
+        let echo_ok = Arc::new(AtomicBool::new(true));
+        let (c2, connected2, stop2, topic2, seen2, echo_ok2) = (
             client.clone(),
             connected.clone(),
             stop.clone(),
             availability.clone(),
             offline_seen.clone(),
+            echo_ok.clone(),
         );
         let max_s = cfg.reconnect_max_s;
         let cmd_base = format!("{}/{node}/", cfg.prefix);
@@ -101,7 +111,11 @@ impl Mqtt {
                             let _ = c2.try_publish(&topic2, QoS::AtLeastOnce, true, "online");
                             // Hearing our own `offline` come back at shutdown proves the
                             // broker has passed it on to every subscriber.
-                            let _ = c2.try_subscribe(&topic2, QoS::AtLeastOnce);
+                            // ...and hearing our events and verdicts back proves delivery.
+                            let _ = c2.try_subscribe_many(
+                                [topic2.clone(), format!("{cmd_base}+/event"), format!("{cmd_base}+/verdict")]
+                                    .map(|path| rumqttc::SubscribeFilter::new(path, QoS::AtLeastOnce)),
+                            );
                             if !commands.is_empty() {
                                 let _ = c2.try_subscribe(format!("{cmd_base}+/cmd"), QoS::AtLeastOnce);
                             }
@@ -110,6 +124,19 @@ impl Mqtt {
                             if p.topic.starts_with(&cmd_base) && p.topic.ends_with("/cmd") =>
                         {
                             route_command(&c2, &commands, &cmd_base, &p.topic, &p.payload);
+                        }
+                        Ok(Event::Incoming(Packet::Publish(p)))
+                            if p.topic.starts_with(&cmd_base)
+                                && (p.topic.ends_with("/event") || p.topic.ends_with("/verdict")) =>
+                        {
+                            let _ = echoes.try_send((p.topic.clone(), p.payload.to_vec()));
+                        }
+                        Ok(Event::Incoming(Packet::SubAck(a)))
+                            if a.return_codes.contains(&rumqttc::SubscribeReasonCode::Failure) =>
+                        {
+                            if echo_ok2.swap(false, Ordering::Relaxed) {
+                                tracing::warn!("the broker refused a subscription to our own topics (ACL?): messages count as delivered once handed over");
+                            }
                         }
                         Ok(Event::Incoming(Packet::Publish(p)))
                             if p.topic == topic2
@@ -144,6 +171,7 @@ impl Mqtt {
         Mqtt {
             client,
             connected,
+            echo_ok,
             stop,
             driver: Some(driver),
             availability,

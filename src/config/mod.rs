@@ -52,6 +52,8 @@ pub struct Config {
     pub node: String,
     /// Directory for banks; relative bank paths resolve here.
     pub state_dir: PathBuf,
+    /// Size cap of the outage journal in bytes.
+    pub journal_max_bytes: u64,
     /// Log level filter.
     pub log_level: String,
     /// The alarm stage's settings.
@@ -221,6 +223,13 @@ impl RawConfig {
             ));
         }
         let mqtt = self.mqtt.validate(&self.node, &invalid)?;
+        if !(4..=1 << 30).contains(&self.journal_max_kb) {
+            return Err(invalid(
+                "journal_max_kb",
+                &self.journal_max_kb,
+                "must be between 4 and 1073741824",
+            ));
+        }
         let state_dir = self
             .state_dir
             .or_else(|| std::env::var_os("STATE_DIRECTORY").map(PathBuf::from))
@@ -376,6 +385,7 @@ impl RawConfig {
             file: file.to_path_buf(),
             node: self.node,
             state_dir,
+            journal_max_bytes: self.journal_max_kb * 1024,
             log_level: level,
             mqtt,
             sources,

@@ -16,6 +16,9 @@ pub struct RawConfig {
     /// Where banks (and later journals) are written; relative bank paths resolve here.
     #[serde(default)]
     pub state_dir: Option<PathBuf>,
+    /// Size cap of the outage journal (`state_dir/outbox.journal`) in KiB.
+    #[serde(default = "default_journal_max_kb")]
+    pub journal_max_kb: u64,
     /// `error`, `warn`, `info`, `debug` or `trace`; `RUST_LOG` overrides it.
     #[serde(default = "default_log_level")]
     pub log_level: String,
@@ -185,4 +188,8 @@ fn default_tap_refractory() -> f32 {
 }
 fn default_tap_pre() -> f32 {
     crate::tap::TapParams::default().pre_ms
+}
+
+fn default_journal_max_kb() -> u64 {
+    1024
 }

@@ -162,3 +162,167 @@ learn_seconds = 4
         "the log says what failed and that it retries: {stderr}"
     );
 }
+
+/// Writes the first `seconds` of each clip as a clip of its own; returns their paths.
+fn trimmed(files: &[PathBuf], seconds: f64, dir: &Path) -> Vec<PathBuf> {
+    files
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            let clip = hark::wav::Clip::read(f).unwrap();
+            let n = (seconds * clip.sample_rate_hz as f64) as usize;
+            let x = clip.mono(Some(0));
+            let out = dir.join(format!("part{i:02}.wav"));
+            hark::wav::write_mono_i16(&out, clip.sample_rate_hz, &x[..n.min(x.len())]).unwrap();
+            out
+        })
+        .collect()
+}
+
+#[test]
+fn a_broker_outage_loses_no_event() {
+    let Some(data) = shared_data() else { return };
+    let Some(_) = crate::util::system_binary("mosquitto") else {
+        return;
+    };
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let test = data.join("fan/test");
+    let normals = [
+        "normal_id_00_20210210T012029.wav",
+        "normal_id_00_20210210T012217.wav",
+    ];
+    let anomalies = [
+        "anomaly_id_00_bladefault_20200318T205628.wav",
+        "anomaly_id_00_bladefault_20200318T205711.wav",
+        "anomaly_id_00_bladefault_20200318T205806.wav",
+        "anomaly_id_00_tapping_20200318T205340.wav",
+    ];
+    // normal, anomaly, normal, ... normal: four anomalies 8 s long, 8 s apart.
+    let mut parts = vec![test.join(normals[0])];
+    for (i, a) in anomalies.iter().enumerate() {
+        parts.push(test.join(a));
+        parts.push(test.join(normals[(i + 1) % 2]));
+    }
+    let parts = trimmed(&parts, 8.0, dir.path());
+    let wav = dir.path().join("stream.wav");
+    let (starts, total_s) = concat_wav(&parts, &wav);
+    let bank = dir.path().join("fan.bank.safetensors");
+    let model = shipped_model("default.safetensors");
+    crate::util::run_ok(
+        hark()
+            .arg("enroll")
+            .arg(data.join("fan/train"))
+            .arg("--model")
+            .arg(&model)
+            .arg("--out")
+            .arg(&bank),
+    );
+    let port = crate::util::free_port();
+    let broker_dir = dir.path().join("broker");
+    std::fs::create_dir(&broker_dir).unwrap();
+    let mut broker = crate::util::persistent_mosquitto(port, &broker_dir).unwrap();
+    let cfg = format!(
+        r#"node = "outage"
+state_dir = "{dir}"
+[mqtt]
+url = "mqtt://127.0.0.1:{port}"
+reconnect_max_s = 2.0
+[[source]]
+name = "fan"
+device = "file:{wav}"
+realtime = true
+model = "{model}"
+bank = "{bank}"
+"#,
+        dir = dir.path().display(),
+        wav = wav.display(),
+        model = model.display(),
+        bank = bank.display(),
+    );
+    let config = dir.path().join("hark.toml");
+    std::fs::write(&config, cfg).unwrap();
+    let sub = Collector::connect_persistent(port, "hark/outage/#", Duration::from_secs(5));
+    let mut proc = Proc(
+        hark()
+            .args(["run", "--config"])
+            .arg(&config)
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let is_event = |m: &Msg| m.topic == "hark/outage/fan/event";
+    // The first anomaly arrives live; then the broker goes away for 30 s.
+    let first = sub.wait_for(Duration::from_secs(30), |m| {
+        is_event(m) && m.json()["type"] == "start"
+    });
+    if first.is_none() {
+        let _ = proc.terminate(Duration::from_secs(5));
+        panic!("no live event; stderr: {}\n{:?}", proc.stderr(), sub.all());
+    }
+    assert!(broker.terminate(Duration::from_secs(5)).is_some());
+    let down_at = Instant::now();
+    std::thread::sleep(Duration::from_secs(30));
+    let mut broker = crate::util::persistent_mosquitto(port, &broker_dir).unwrap();
+    let up_at = down_at.elapsed().as_secs_f64();
+    // The replay has ended once health says so; give delivery a moment more.
+    let ended = sub.wait_for(Duration::from_secs(60), |m| {
+        m.topic == "hark/outage/fan/health" && m.json()["ended"] == true
+    });
+    if ended.is_none() {
+        let _ = proc.terminate(Duration::from_secs(5));
+        let tail: Vec<_> = sub.all().into_iter().rev().take(8).collect();
+        panic!(
+            "replay never ended; stderr: {}\nlast: {tail:?}",
+            proc.stderr()
+        );
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    let status = proc.terminate(Duration::from_secs(10)).expect("exits");
+    let stderr = proc.stderr();
+    assert!(status.success(), "{status:?}: {stderr}");
+    let events: Vec<serde_json::Value> = sub
+        .all()
+        .iter()
+        .filter(|m| is_event(m))
+        .map(|m| m.json())
+        .collect();
+    // Every anomaly has its start and its end, each at least once, by the same id.
+    let mut ids: Vec<String> = events
+        .iter()
+        .filter(|e| e["type"] == "start")
+        .map(|e| e["id"].as_str().unwrap().to_string())
+        .collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(
+        ids.len(),
+        anomalies.len(),
+        "one event per anomaly (at {:?} s of {total_s:.0} s; broker down from about {:.0} s for {up_at:.0} s): {events:#?}\n{stderr}",
+        &starts[1..],
+        first.unwrap().json()["t_start"],
+    );
+    for id in &ids {
+        assert!(
+            events.iter().any(|e| e["id"] == *id && e["type"] == "end"),
+            "event {id} has no end: {events:#?}"
+        );
+    }
+    // What happened while the broker was away came later, marked replayed, in order.
+    let replayed: Vec<&serde_json::Value> =
+        events.iter().filter(|e| e["replayed"] == true).collect();
+    assert!(
+        replayed.iter().filter(|e| e["type"] == "start").count() >= 1,
+        "at least one anomaly fell in the outage and was replayed: {events:#?}"
+    );
+    let t: Vec<f64> = replayed
+        .iter()
+        .filter(|e| e["type"] == "start")
+        .map(|e| e["t_start"].as_f64().unwrap())
+        .collect();
+    assert!(
+        t.windows(2).all(|w| w[0] <= w[1]),
+        "replayed in order: {t:?}"
+    );
+    assert!(broker.terminate(Duration::from_secs(5)).is_some());
+}

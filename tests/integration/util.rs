@@ -136,6 +136,34 @@ pub fn mosquitto() -> Option<(Proc, u16)> {
     Some((proc, port))
 }
 
+/// A mosquitto on `port` that keeps sessions across restarts (persistence in `dir`);
+/// stop it with [`Proc::terminate`] so it saves them.
+pub fn persistent_mosquitto(port: u16, dir: &Path) -> Option<Proc> {
+    let bin = system_binary("mosquitto")?;
+    let conf = dir.join("mosquitto.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "user root\nlistener {port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\n",
+            dir.display()
+        ),
+    )
+    .unwrap();
+    let child = Command::new(bin)
+        .arg("-c")
+        .arg(&conf)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("mosquitto starts");
+    let proc = Proc(child);
+    assert!(
+        wait_for_port(port, Duration::from_secs(5)),
+        "mosquitto listens on {port}"
+    );
+    Some(proc)
+}
+
 /// One received MQTT message.
 #[derive(Debug, Clone)]
 pub struct Msg {
@@ -160,7 +188,20 @@ impl Collector {
     /// Connects (retrying until `timeout`) and subscribes with QoS 1.
     pub fn connect(port: u16, filter: &str, timeout: Duration) -> Collector {
         let id = format!("test-{}-{}", std::process::id(), free_port());
+        Collector::connect_with(MqttOptions::new(id, "127.0.0.1", port), filter, timeout)
+    }
+
+    /// Like [`Collector::connect`] with a persistent session (clean session off): the
+    /// broker keeps the subscription and queues QoS 1 messages while it is away.
+    pub fn connect_persistent(port: u16, filter: &str, timeout: Duration) -> Collector {
+        let id = format!("test-{}-{}", std::process::id(), free_port());
         let mut opts = MqttOptions::new(id, "127.0.0.1", port);
+        opts.set_clean_session(false);
+        Collector::connect_with(opts, filter, timeout)
+    }
+
+    fn connect_with(mut opts: MqttOptions, filter: &str, timeout: Duration) -> Collector {
+        let port = opts.broker_address().1;
         opts.set_keep_alive(Duration::from_secs(5));
         let (client, mut connection) = Client::new(opts, 100);
         client.subscribe(filter, QoS::AtLeastOnce).unwrap();
@@ -178,7 +219,8 @@ impl Collector {
                     Ok(Event::Incoming(Packet::SubAck(_))) => *s2.lock().unwrap() = true,
                     Ok(_) => {}
                     Err(rumqttc::ConnectionError::RequestsDone) => break,
-                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                    // Reconnects as it polls; 100 ms apart while the broker is down.
+                    Err(_) => std::thread::sleep(Duration::from_millis(100)),
                 }
             }
         });
