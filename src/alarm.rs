@@ -177,6 +177,7 @@ pub fn run(
     sources: Vec<SourceTopics>,
     reports: Receiver<Report>,
     (journal, echoes): (Journal, Receiver<Echo>),
+    beat: Arc<crate::health::Beat>,
 ) {
     let state_every = Duration::from_secs_f64(cfg.state_interval_s);
     let health_every = Duration::from_secs_f64(cfg.health_interval_s);
@@ -197,6 +198,7 @@ pub fn run(
         dropped: 0,
     };
     loop {
+        beat.tick();
         out.confirm();
         let connected = out.mqtt.connected.load(Ordering::Relaxed);
         if connected && !out.online {
@@ -292,5 +294,6 @@ pub fn run(
         let payload = out.health(&s.health);
         out.snapshot(&format!("{}/health", s.base), payload);
     }
+    beat.finish();
     out.mqtt.shutdown();
 }

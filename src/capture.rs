@@ -48,12 +48,27 @@ pub struct Capture {
     stop: Arc<AtomicBool>,
 }
 
+impl Capture {
+    /// Set when the capture is told to stop; the dsp stage drains and ends on it even
+    /// if a device open hangs and the ring's producer is never given back.
+    pub fn stop_flag(&self) -> Arc<AtomicBool> {
+        self.stop.clone()
+    }
+}
+
 impl Drop for Capture {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take()
-            && t.join().is_err()
-        {
+        let Some(t) = self.thread.take() else { return };
+        // A device open can block in the kernel (a FIFO without a writer, a wedged USB
+        // device): wait a while, then leave that thread behind rather than hang.
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while !t.is_finished() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        if !t.is_finished() {
+            tracing::warn!("capture did not stop within 3 s (device open blocked?); leaving it");
+        } else if t.join().is_err() {
             tracing::error!("capture thread panicked");
         }
     }
@@ -224,6 +239,11 @@ struct Supervisor {
 
 impl Supervisor {
     fn run(mut self, first: Input, ready: Sender<anyhow::Result<()>>) {
+        self.supervise(first, ready);
+        self.health.capture_beat.finish();
+    }
+
+    fn supervise(&mut self, first: Input, ready: Sender<anyhow::Result<()>>) {
         let shape = first.same_shape();
         let mut ready = Some(ready);
         let mut next = Some(first);
@@ -287,12 +307,24 @@ impl Supervisor {
                         "capture failed: {why}; reopening in {:.1} s",
                         wait.as_secs_f64()
                     );
-                    if sleep_unless(&self.stop, wait) {
+                    if self.wait(wait) {
                         break;
                     }
                 }
             }
         }
+    }
+
+    /// Waits before the next attempt, alive and stoppable. True when asked to stop.
+    fn wait(&self, d: Duration) -> bool {
+        let until = Instant::now() + d;
+        while Instant::now() < until {
+            self.health.capture_beat.tick();
+            if sleep_unless(&self.stop, WATCH_EVERY * 5) {
+                return true;
+            }
+        }
+        false
     }
 
     /// Marks a reopened input healthy again, once it has delivered sound.
@@ -384,6 +416,7 @@ impl Supervisor {
     ) -> Ended {
         let before = self.health.samples_in.load(Ordering::Relaxed);
         let ended = loop {
+            self.health.capture_beat.tick();
             if self.stop.load(Ordering::Relaxed) {
                 break Ended::Stop;
             }
@@ -414,6 +447,7 @@ impl Supervisor {
         let started = Instant::now();
         let mut played = 0usize;
         while !self.stop.load(Ordering::Relaxed) {
+            self.health.capture_beat.tick();
             let frames = match stream.read(block, &mut interleaved) {
                 Ok(0) => return Ended::EndOfInput,
                 Ok(n) => n,
@@ -447,6 +481,7 @@ impl Supervisor {
                 while !chunk.is_empty() && !self.stop.load(Ordering::Relaxed) {
                     let n = producer.push_slice(chunk);
                     chunk = &chunk[n..];
+                    self.health.capture_beat.tick();
                     if n == 0 {
                         std::thread::sleep(Duration::from_millis(1));
                     }

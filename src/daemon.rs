@@ -26,6 +26,7 @@ use crate::inference::Inference;
 use crate::model::Embedder;
 use crate::mqtt::Mqtt;
 use crate::spectrogram::FrontEndParams;
+use crate::watchdog::{Watchdog, WatchedSource};
 
 /// Windows queued between dsp and inference (~16 s at the default hop).
 const WINDOW_QUEUE: usize = 64;
@@ -152,18 +153,40 @@ pub fn run(cfg: &Config, shutdown: &AtomicBool) -> anyhow::Result<()> {
     let alarm_cfg = cfg.mqtt.clone();
     let journal =
         crate::journal::Journal::open(&cfg.state_dir.join("outbox.journal"), cfg.journal_max_bytes);
+    let alarm_beat = Arc::new(crate::health::Beat::default());
+    let mut watchdog = Watchdog::new(
+        cfg.sources
+            .iter()
+            .zip(&topics)
+            .map(|(s, t)| WatchedSource {
+                name: s.name.clone(),
+                health: t.health.clone(),
+                tap: s.mode == Mode::Tap,
+            })
+            .collect(),
+        alarm_beat.clone(),
+    );
+    let beat = alarm_beat.clone();
     let alarm = std::thread::Builder::new()
         .name("alarm".into())
-        .spawn(move || crate::alarm::run(mqtt, alarm_cfg, topics, report_rx, (journal, echo_rx)))
+        .spawn(move || {
+            crate::alarm::run(mqtt, alarm_cfg, topics, report_rx, (journal, echo_rx), beat)
+        })
         .context("cannot start the alarm thread")?;
     tracing::info!(
         sources = running.len(),
         startup_ms = started.elapsed().as_millis() as u64,
         "capturing"
     );
+    let mut next_check = Instant::now();
     while !shutdown.load(Ordering::Relaxed) {
+        if Instant::now() >= next_check {
+            watchdog.check();
+            next_check = Instant::now() + watchdog.period();
+        }
         std::thread::sleep(Duration::from_millis(50));
     }
+    watchdog.stopping();
     tracing::info!("shutting down");
     for r in &mut running {
         drop(r.capture.take());
@@ -225,14 +248,15 @@ fn start_source(
         .name("inference".into())
         .spawn(move || inference.run(window_rx, reports))
         .context("cannot start an inference thread")?;
-    let dsp_health = health.clone();
+    let capture = input
+        .start(s, producer, health.clone())
+        .with_context(|| format!("source {:?}", s.name))?;
+    // The ring holds seconds of audio: the dsp thread starting a moment later is fine.
+    let stop = capture.stop_flag();
     let dsp = std::thread::Builder::new()
         .name("dsp".into())
-        .spawn(move || crate::dsp::run(consumer, front, window_tx, lossless, dsp_health))
+        .spawn(move || crate::dsp::run(consumer, front, window_tx, lossless, health, stop))
         .context("cannot start a dsp thread")?;
-    let capture = input
-        .start(s, producer, health)
-        .with_context(|| format!("source {:?}", s.name))?;
     tracing::info!(source = %s.name, rate_hz = rate, "capture started");
     Ok(Running {
         name: s.name.clone(),

@@ -5,7 +5,7 @@
 //! ring (a `lossless` file source waits instead: nothing is live to fall behind).
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use crossbeam_channel::{Sender, TrySendError};
@@ -18,22 +18,24 @@ use crate::health::SourceHealth;
 /// Samples taken from the ring per step.
 const CHUNK: usize = 4096;
 
-/// The dsp thread body. Returns when the producer is gone and the ring is drained, or
-/// when inference has hung up.
+/// The dsp thread body. Returns when the producer is gone (or `stop` is set) and the
+/// ring is drained, or when inference has hung up.
 pub fn run(
     mut ring: HeapCons<f32>,
     mut front: Front,
     windows: Sender<Window>,
     lossless: bool,
     health: Arc<SourceHealth>,
+    stop: Arc<AtomicBool>,
 ) {
     let idle = Duration::from_secs_f64(front.idle_seconds());
     let mut buf = vec![0.0f32; CHUNK];
     let mut open = true;
     while open {
+        health.dsp_beat.tick();
         let n = ring.pop_slice(&mut buf);
         if n == 0 {
-            if !ring.write_is_held() && ring.is_empty() {
+            if (!ring.write_is_held() || stop.load(Ordering::Relaxed)) && ring.is_empty() {
                 break;
             }
             std::thread::sleep(idle);
@@ -65,4 +67,5 @@ pub fn run(
             }
         });
     }
+    health.dsp_beat.finish();
 }

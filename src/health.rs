@@ -3,6 +3,36 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
+/// A stage's sign of life: bumped on every turn of its loop, busy or idle, so a
+/// counter that stops moving means a stage that is stuck, not one that is waiting.
+#[derive(Debug, Default)]
+pub struct Beat {
+    turns: AtomicU64,
+    done: AtomicBool,
+}
+
+impl Beat {
+    /// One more turn of the stage's loop.
+    pub fn tick(&self) {
+        self.turns.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The stage has ended on purpose (its input ended, or shutdown): not a stall.
+    pub fn finish(&self) {
+        self.done.store(true, Ordering::Relaxed);
+    }
+
+    /// Turns so far.
+    pub fn turns(&self) -> u64 {
+        self.turns.load(Ordering::Relaxed)
+    }
+
+    /// True once [`Beat::finish`] was called.
+    pub fn is_done(&self) -> bool {
+        self.done.load(Ordering::Relaxed)
+    }
+}
+
 /// Live counters of one source.
 #[derive(Debug, Default)]
 pub struct SourceHealth {
@@ -26,6 +56,12 @@ pub struct SourceHealth {
     pub reopens: AtomicU64,
     /// False while the source's bank cannot be saved (disk full, read-only directory).
     pub storage_ok: AtomicBool,
+    /// The capture supervisor's sign of life.
+    pub capture_beat: Beat,
+    /// The dsp stage's sign of life.
+    pub dsp_beat: Beat,
+    /// The inference stage's sign of life.
+    pub inference_beat: Beat,
     /// Set once the source's input has ended (a `file:` device reached its end).
     pub ended: AtomicBool,
 }

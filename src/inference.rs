@@ -22,6 +22,8 @@ pub const MAX_BANK: usize = 2048;
 pub const TARGET_FAR: f32 = 0.01;
 /// Windows scored in one network call when several are waiting.
 const MAX_BATCH: usize = 16;
+/// Longest wait for a window before the loop turns anyway (a sign of life).
+const IDLE_BEAT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Everything one source's inference thread owns.
 #[derive(Debug)]
@@ -143,6 +145,10 @@ impl Inference {
             .clone()
             .unwrap_or_else(crossbeam_channel::never);
         loop {
+            self.health.inference_beat.tick();
+            if self.health.windows.load(Ordering::Relaxed) > 0 {
+                crate::watchdog::injected_stall("inference");
+            }
             let first = crossbeam_channel::select! {
                 recv(windows) -> w => match w {
                     Ok(w) => w,
@@ -159,6 +165,8 @@ impl Inference {
                     }
                     continue;
                 }
+                // Idle is fine; the tick above shows the loop still turns.
+                default(IDLE_BEAT) => continue,
             };
             batch.clear();
             batch.push(first);
@@ -278,6 +286,7 @@ impl Inference {
                 event: r.event,
             });
         }
+        self.health.inference_beat.finish();
     }
 
     /// Carries out a station command; returns the `cmd/result` payload.

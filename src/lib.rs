@@ -49,4 +49,5 @@ pub mod spectrogram;
 pub mod station;
 pub mod tap;
 pub mod train;
+pub mod watchdog;
 pub mod wav;

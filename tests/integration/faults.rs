@@ -326,3 +326,134 @@ bank = "{bank}"
     );
     assert!(broker.terminate(Duration::from_secs(5)).is_some());
 }
+
+/// What a fake systemd heard on its notify socket, with arrival times.
+fn notify_listener(path: &Path) -> std::sync::Arc<std::sync::Mutex<Vec<(Instant, String)>>> {
+    let sock = std::os::unix::net::UnixDatagram::bind(path).unwrap();
+    let heard = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let h2 = heard.clone();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = sock.recv(&mut buf) {
+            let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+            h2.lock().unwrap().push((Instant::now(), msg));
+        }
+    });
+    heard
+}
+
+/// Runs hark for `seconds` under a fake systemd watchdog of 4 s; returns what it sent
+/// and its stderr.
+fn under_watchdog(
+    data: &Path,
+    stall: Option<&str>,
+    seconds: u64,
+) -> (Vec<(Instant, String)>, String, Instant) {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("notify.sock");
+    let heard = notify_listener(&socket);
+    let wav = data.join("fan/test/normal_id_00_20210210T012029.wav");
+    let cfg = format!(
+        r#"node = "dog"
+state_dir = "{dir}"
+[mqtt]
+url = "mqtt://127.0.0.1:{port}"
+[[source]]
+name = "fan"
+device = "file:{wav}"
+realtime = true
+model = "{model}"
+learn_seconds = 60
+"#,
+        dir = dir.path().display(),
+        port = crate::util::free_port(),
+        wav = wav.display(),
+        model = shipped_model("default.safetensors").display(),
+    );
+    let config = dir.path().join("hark.toml");
+    std::fs::write(&config, cfg).unwrap();
+    let mut cmd = hark();
+    cmd.args(["run", "--config"])
+        .arg(&config)
+        .env("NOTIFY_SOCKET", &socket)
+        .env("WATCHDOG_USEC", "4000000")
+        .stderr(Stdio::piped());
+    if let Some(stage) = stall {
+        cmd.env("HARK_TEST_STALL", stage);
+    }
+    let started = Instant::now();
+    let mut proc = Proc(cmd.spawn().unwrap());
+    std::thread::sleep(Duration::from_secs(seconds));
+    let _ = proc.0.kill();
+    let _ = proc.0.wait();
+    let stderr = proc.stderr();
+    let heard = heard.lock().unwrap().clone();
+    (heard, stderr, started)
+}
+
+#[test]
+fn systemd_hears_ready_then_watchdog_pings_while_every_stage_turns() {
+    let Some(data) = shared_data() else { return };
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let (heard, stderr, started) = under_watchdog(&data, None, 8);
+    let ready = heard
+        .iter()
+        .position(|(_, m)| m.lines().any(|l| l == "READY=1"))
+        .unwrap_or_else(|| panic!("no READY=1: {heard:?}\n{stderr}"));
+    // READY only once the first window (2.08 s of audio, paced in real time) is in.
+    let ready_after = heard[ready].0.duration_since(started).as_secs_f64();
+    assert!(
+        ready_after > 2.0,
+        "READY after {ready_after:.2} s, before the first window"
+    );
+    let pings: Vec<f64> = heard
+        .iter()
+        .filter(|(_, m)| m.lines().any(|l| l == "WATCHDOG=1"))
+        .map(|(t, _)| t.duration_since(started).as_secs_f64())
+        .collect();
+    // Every quarter of WATCHDOG_USEC: about 8 in 8 s.
+    assert!(pings.len() >= 6, "pings at {pings:?}");
+    assert!(
+        pings.windows(2).all(|w| w[1] - w[0] < 2.0),
+        "no gap of half the watchdog: {pings:?}"
+    );
+    let status = heard
+        .iter()
+        .rev()
+        .find_map(|(_, m)| m.lines().find_map(|l| l.strip_prefix("STATUS=")))
+        .unwrap();
+    assert!(
+        status.contains("fan:") && status.contains("windows"),
+        "{status}"
+    );
+}
+
+#[test]
+fn a_stalled_stage_stops_the_watchdog_pings() {
+    let Some(data) = shared_data() else { return };
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let (heard, stderr, started) = under_watchdog(&data, Some("inference"), 10);
+    assert!(
+        heard.iter().any(|(_, m)| m.contains("READY=1")),
+        "ready before the stall: {heard:?}"
+    );
+    let pings: Vec<f64> = heard
+        .iter()
+        .filter(|(_, m)| m.lines().any(|l| l == "WATCHDOG=1"))
+        .map(|(t, _)| t.duration_since(started).as_secs_f64())
+        .collect();
+    let last = pings.last().copied().unwrap_or(0.0);
+    // The stall begins after the first window (~2.1 s); half the watchdog (2 s) later
+    // the pings stop for good, so systemd's 4 s timer runs out.
+    assert!(
+        last < 6.5,
+        "pings went on after the stall: {pings:?}\n{stderr}"
+    );
+    assert!(
+        heard
+            .iter()
+            .any(|(_, m)| m.contains("STATUS=STALLED: fan/inference")),
+        "{heard:?}"
+    );
+    assert!(stderr.contains("stage stalled"), "{stderr}");
+}
