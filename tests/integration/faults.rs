@@ -457,3 +457,82 @@ fn a_stalled_stage_stops_the_watchdog_pings() {
     );
     assert!(stderr.contains("stage stalled"), "{stderr}");
 }
+
+#[test]
+fn kill_9_during_enrolment_leaves_a_whole_bank() {
+    let Some(data) = shared_data() else { return };
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let model = shipped_model("default.safetensors");
+    let hash = hark::model::Embedder::load(&model)
+        .unwrap()
+        .hash()
+        .to_string();
+    let enroll = |clips: &Path, out: &Path| {
+        let mut c = hark();
+        c.arg("enroll")
+            .arg(clips)
+            .arg("--model")
+            .arg(&model)
+            .arg("--out")
+            .arg(out);
+        c
+    };
+    let small = dir.path().join("small");
+    std::fs::create_dir(&small).unwrap();
+    let mut train: Vec<PathBuf> = std::fs::read_dir(data.join("fan/train"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    train.sort();
+    for f in &train[..2] {
+        std::fs::copy(f, small.join(f.file_name().unwrap())).unwrap();
+    }
+    let bank = dir.path().join("pump.bank.safetensors");
+    crate::util::run_ok(&mut enroll(&small, &bank));
+    let old = std::fs::read(&bank).unwrap();
+    // The bank an uninterrupted enrolment writes, and how long it takes.
+    let other = dir.path().join("other.bank.safetensors");
+    let t0 = Instant::now();
+    crate::util::run_ok(&mut enroll(&data.join("fan/train"), &other));
+    let full = t0.elapsed();
+    let new = std::fs::read(&other).unwrap();
+    assert_ne!(old, new);
+    let mut outcomes = (0, 0);
+    // Kills spread over the whole run and past its end (the write comes last).
+    for i in 0..12 {
+        let at = full.mul_f64(0.2 + 1.2 * i as f64 / 12.0);
+        let mut child = enroll(&data.join("fan/train"), &bank)
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(at);
+        let _ = child.kill(); // SIGKILL: no destructor, no cleanup, like a power cut
+        let _ = child.wait();
+        let now = std::fs::read(&bank).unwrap();
+        assert!(
+            now == old || now == new,
+            "kill at {at:?}: the bank is neither the old one nor the new one"
+        );
+        hark::bank::NormalBank::load(&bank, &hash, &model)
+            .unwrap_or_else(|e| panic!("kill at {at:?}: bank does not load: {e}"));
+        if now == new {
+            outcomes.1 += 1;
+            std::fs::write(&bank, &old).unwrap();
+        } else {
+            outcomes.0 += 1;
+        }
+    }
+    eprintln!(
+        "kills: {} left the old bank, {} the new one",
+        outcomes.0, outcomes.1
+    );
+    // The next successful write also clears any temp file a killed writer left.
+    crate::util::run_ok(&mut enroll(&small, &bank));
+    let names: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".tmp-"))
+        .collect();
+    assert!(names.is_empty(), "temp files left: {names:?}");
+}
