@@ -536,3 +536,127 @@ fn kill_9_during_enrolment_leaves_a_whole_bank() {
         .collect();
     assert!(names.is_empty(), "temp files left: {names:?}");
 }
+
+/// A tmpfs mounted for one test, unmounted on drop.
+struct Mount(PathBuf);
+
+impl Mount {
+    /// Mounts a tmpfs of `size` at `dir` with `options`; None when not permitted.
+    fn tmpfs(dir: &Path, options: &str) -> Option<Mount> {
+        std::fs::create_dir_all(dir).unwrap();
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", options, "tmpfs"])
+            .arg(dir)
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then(|| Mount(dir.to_path_buf()))
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// Learns into a state directory that cannot be written, then meets an anomaly:
+/// detection and publishing go on, and `health` says storage is not ok.
+fn detects_with_unwritable_state_dir(state: &Path, data: &Path, port: u16, work: &Path) {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(data.join("fan/train"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    let n_train = files.len();
+    files.push(data.join("fan/test/anomaly_id_00_bladefault_20200318T205628.wav"));
+    let wav = work.join("stream.wav");
+    let (starts, _) = concat_wav(&files, &wav);
+    let cfg = format!(
+        r#"node = "disk"
+state_dir = "{state}"
+[mqtt]
+url = "mqtt://127.0.0.1:{port}"
+health_interval_s = 0.3
+[[source]]
+name = "fan"
+device = "file:{wav}"
+realtime = false
+model = "{model}"
+learn_seconds = {learn}
+"#,
+        state = state.display(),
+        wav = wav.display(),
+        model = shipped_model("default.safetensors").display(),
+        learn = starts[n_train],
+    );
+    let config = work.join("hark.toml");
+    std::fs::write(&config, cfg).unwrap();
+    let sub = Collector::connect(port, "hark/disk/#", Duration::from_secs(5));
+    let mut proc = Proc(
+        hark()
+            .args(["run", "--config"])
+            .arg(&config)
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let t = Duration::from_secs(60);
+    let event = sub.wait_for(t, |m| {
+        m.topic == "hark/disk/fan/event" && m.json()["type"] == "start"
+    });
+    let unhealthy = sub.wait_for(t, |m| {
+        m.topic == "hark/disk/fan/health" && m.json()["storage_ok"] == false
+    });
+    let status = proc.terminate(Duration::from_secs(10));
+    let stderr = proc.stderr();
+    assert!(event.is_some(), "no event: {stderr}\n{:?}", sub.all());
+    assert!(
+        unhealthy.is_some(),
+        "health never said storage_ok = false: {:?}",
+        sub.all()
+    );
+    assert!(status.is_some_and(|s| s.success()), "{status:?}: {stderr}");
+    assert!(
+        stderr.contains("not saved"),
+        "the log says the bank was not saved: {stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn a_full_or_read_only_state_dir_does_not_stop_detection() {
+    let Some(data) = shared_data() else { return };
+    let Some((_broker, port)) = mosquitto() else {
+        return;
+    };
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let work = tempfile::tempdir().unwrap();
+    let full = work.path().join("full");
+    let ro = work.path().join("ro");
+    match (
+        Mount::tmpfs(&full, "size=64k"),
+        Mount::tmpfs(&ro, "size=64k,ro"),
+    ) {
+        (Some(_full_mount), Some(_ro_mount)) => {
+            // Fill the small disk to the last byte.
+            let filler = std::fs::File::create(full.join("filler")).unwrap();
+            let mut w = std::io::BufWriter::new(filler);
+            let block = [0u8; 4096];
+            while std::io::Write::write_all(&mut w, &block).is_ok() {}
+            drop(w);
+            detects_with_unwritable_state_dir(&full, &data, port, work.path());
+            detects_with_unwritable_state_dir(&ro, &data, port, work.path());
+        }
+        _ => {
+            // No permission to mount (not root): a directory that cannot be created
+            // stands in for both.
+            eprintln!("note: cannot mount a tmpfs here; using an unwritable path instead");
+            let missing = Path::new("/proc/hark-no-such-dir");
+            detects_with_unwritable_state_dir(missing, &data, port, work.path());
+        }
+    }
+}
