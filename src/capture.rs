@@ -90,8 +90,9 @@ pub enum Input {
     File {
         /// The audio.
         stream: WavStream,
-        /// Real-time pacing.
-        realtime: bool,
+        /// Real-time pacing, at this many times real time; `None`: as fast as the
+        /// pipeline takes it.
+        pace: Option<f64>,
     },
 }
 
@@ -100,7 +101,11 @@ impl Input {
     /// the source and the device.
     pub fn open(source: &SourceConfig) -> anyhow::Result<Input> {
         match &source.device {
-            Device::File { path, realtime } => {
+            Device::File {
+                path,
+                realtime,
+                speed,
+            } => {
                 let stream = WavStream::open(path)?;
                 if let Some(c) = source.channel
                     && c >= stream.channels
@@ -114,7 +119,7 @@ impl Input {
                 }
                 Ok(Input::File {
                     stream,
-                    realtime: *realtime,
+                    pace: realtime.then_some(*speed),
                 })
             }
             Device::Cpal(spec) => {
@@ -155,13 +160,7 @@ impl Input {
 
     /// True when the input may be paced by the pipeline (nothing is lost by waiting).
     pub fn lossless(&self) -> bool {
-        matches!(
-            self,
-            Input::File {
-                realtime: false,
-                ..
-            }
-        )
+        matches!(self, Input::File { pace: None, .. })
     }
 
     /// Starts delivering mono samples into `producer` and supervises the input from a
@@ -256,12 +255,12 @@ impl Supervisor {
             let began = Instant::now();
             let ended = match input {
                 Err(e) => Ended::Failed(format!("{e:#}")),
-                Ok(Input::File { stream, realtime }) => {
+                Ok(Input::File { stream, pace }) => {
                     let reopened = ready.is_none();
                     if let Some(r) = ready.take() {
                         let _ = r.send(Ok(()));
                     }
-                    self.replay(stream, realtime, reopened)
+                    self.replay(stream, pace, reopened)
                 }
                 Ok(Input::Cpal {
                     device,
@@ -288,6 +287,7 @@ impl Supervisor {
             match ended {
                 Ended::Stop => break,
                 Ended::EndOfInput => {
+                    tracing::info!(source = %self.source.name, "input ended");
                     self.health.ended.store(true, Ordering::Relaxed);
                     break;
                 }
@@ -350,12 +350,9 @@ impl Supervisor {
             );
         }
         match input {
-            Input::File {
-                mut stream,
-                realtime,
-            } => {
+            Input::File { mut stream, pace } => {
                 stream.seek_frame(self.position)?;
-                Ok(Input::File { stream, realtime })
+                Ok(Input::File { stream, pace })
             }
             cpal => Ok(cpal),
         }
@@ -436,7 +433,7 @@ impl Supervisor {
     }
 
     /// Replays a file into the ring from `self.position`.
-    fn replay(&mut self, mut stream: WavStream, realtime: bool, mut reopened: bool) -> Ended {
+    fn replay(&mut self, mut stream: WavStream, pace: Option<f64>, mut reopened: bool) -> Ended {
         let Some(producer) = self.producer.as_mut() else {
             return Ended::Stop;
         };
@@ -465,8 +462,8 @@ impl Supervisor {
                 &mut mono[..frames],
             );
             let mut chunk = &mono[..frames];
-            if realtime {
-                let due = started + Duration::from_secs_f64(played as f64 / rate);
+            if let Some(speed) = pace {
+                let due = started + Duration::from_secs_f64(played as f64 / (rate * speed));
                 if let Some(wait) = due.checked_duration_since(Instant::now()) {
                     std::thread::sleep(wait);
                 }

@@ -167,6 +167,13 @@ pub fn run(cfg: &Config, shutdown: &AtomicBool) -> anyhow::Result<()> {
         alarm_beat.clone(),
     );
     let beat = alarm_beat.clone();
+    let summaries: Vec<SourceTopics> = topics
+        .iter()
+        .map(|t| SourceTopics {
+            base: t.base.clone(),
+            health: t.health.clone(),
+        })
+        .collect();
     let alarm = std::thread::Builder::new()
         .name("alarm".into())
         .spawn(move || {
@@ -191,12 +198,21 @@ pub fn run(cfg: &Config, shutdown: &AtomicBool) -> anyhow::Result<()> {
     for r in &mut running {
         drop(r.capture.take());
     }
-    for r in running {
+    for (r, t) in running.into_iter().zip(&summaries) {
         for (stage, h) in [("dsp", r.dsp), ("inference", r.inference)] {
             if h.join().is_err() {
                 tracing::error!(source = %r.name, stage, "stage panicked");
             }
         }
+        let h = &t.health;
+        tracing::info!(
+            source = %r.name,
+            windows = h.windows.load(Ordering::Relaxed),
+            dropped_samples = h.dropped_samples.load(Ordering::Relaxed),
+            dropped_windows = h.dropped_windows.load(Ordering::Relaxed),
+            reopens = h.reopens.load(Ordering::Relaxed),
+            "source totals"
+        );
     }
     drop(report_tx);
     if alarm.join().is_err() {

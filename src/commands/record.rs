@@ -64,6 +64,7 @@ pub(super) fn adhoc_source(
         Some(p) => Device::File {
             path: p.into(),
             realtime: false,
+            speed: 1.0,
         },
         None => Device::Cpal(device.to_string()),
     };

@@ -111,6 +111,8 @@ pub enum Device {
         path: PathBuf,
         /// Pace it in real time (true) or as fast as the pipeline takes it.
         realtime: bool,
+        /// With `realtime`: this many times real time.
+        speed: f64,
     },
 }
 
@@ -252,10 +254,20 @@ impl RawConfig {
                 Some("") => {
                     return Err(invalid(&key("device"), &s.device, "file: needs a path"));
                 }
-                Some(path) => Device::File {
-                    path: path.into(),
-                    realtime: s.realtime,
-                },
+                Some(path) => {
+                    if !(s.replay_speed.is_finite() && (0.01..=1000.0).contains(&s.replay_speed)) {
+                        return Err(invalid(
+                            &key("replay_speed"),
+                            &s.replay_speed,
+                            "must be between 0.01 and 1000",
+                        ));
+                    }
+                    Device::File {
+                        path: path.into(),
+                        realtime: s.realtime,
+                        speed: s.replay_speed,
+                    }
+                }
                 None if s.device.trim().is_empty() => {
                     return Err(invalid(&key("device"), &s.device, "empty device"));
                 }

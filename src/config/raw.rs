@@ -79,6 +79,10 @@ pub struct RawSource {
     /// `file:` devices only: replay at real-time pace (true) or as fast as possible.
     #[serde(default = "default_true")]
     pub realtime: bool,
+    /// `file:` devices with `realtime` only: pace at this many times real time (for
+    /// accelerated soak tests; samples that do not fit the ring are dropped and counted).
+    #[serde(default = "default_replay_speed")]
+    pub replay_speed: f64,
     /// `continuous` or `tap`.
     #[serde(default = "default_mode")]
     pub mode: String,
@@ -192,4 +196,8 @@ fn default_tap_pre() -> f32 {
 
 fn default_journal_max_kb() -> u64 {
     1024
+}
+
+fn default_replay_speed() -> f64 {
+    1.0
 }
