@@ -19,3 +19,5 @@ mod golden;
 mod tap;
 // Faults survived without a restart: a lost input, a broker outage, a stalled stage.
 mod faults;
+// Nothing listens but the loopback embedded broker.
+mod sockets;
