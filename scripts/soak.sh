@@ -74,4 +74,5 @@ print(json.dumps({
     "cpu_s_per_audio_s_per_source": round(cpu / (n * audio), 6),
 }))
 PY
-if grep -E "WARN|ERROR" "$TMP/hark.log"; then echo "warnings above"; fi
+# Anomaly events are expected (a fault clip every fifth clip); anything else is news.
+if grep -E "WARN|ERROR" "$TMP/hark.log" | grep -v "anomaly raised"; then echo "warnings above"; fi
