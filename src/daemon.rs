@@ -128,7 +128,7 @@ pub fn run(cfg: &Config, shutdown: &AtomicBool) -> anyhow::Result<()> {
             command_rx.push(None);
         }
     }
-    let mqtt = Mqtt::start(&cfg.mqtt, &cfg.node, command_tx);
+    let mqtt = Mqtt::start(&cfg.mqtt, &cfg.node, command_tx)?;
     let (report_tx, report_rx) = bounded(REPORT_QUEUE);
     let mut topics = Vec::new();
     let mut running = Vec::new();
