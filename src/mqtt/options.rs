@@ -30,15 +30,12 @@ impl Password {
     pub fn read(source: &PasswordSource) -> Result<Password, String> {
         let text = match source {
             PasswordSource::File(path) => {
-                let path = expand_credentials(path)?;
-                let bytes = std::fs::read(&path)
-                    .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-                let text = String::from_utf8(bytes)
-                    .map_err(|_| format!("{} is not UTF-8 text", path.display()))?;
+                let text = String::from_utf8(read(path)?)
+                    .map_err(|_| "the file is not UTF-8 text".to_string())?;
                 let line = text.split('\n').next().unwrap_or("");
                 let line = line.strip_suffix('\r').unwrap_or(line).to_string();
                 if line.is_empty() {
-                    return Err(format!("the first line of {} is empty", path.display()));
+                    return Err("the file's first line (the password) is empty".into());
                 }
                 line
             }
@@ -147,10 +144,18 @@ impl Bad {
     }
 }
 
-/// Reads a file the config names (after `${CREDENTIALS_DIRECTORY}` expansion).
+/// Reads a file the config names (after `${CREDENTIALS_DIRECTORY}` expansion). The
+/// caller's message names the path as configured; this one adds the expanded path
+/// when it differs.
 fn read(path: &Path) -> Result<Vec<u8>, String> {
-    let path = expand_credentials(path)?;
-    std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+    let expanded = expand_credentials(path)?;
+    std::fs::read(&expanded).map_err(|e| {
+        if expanded == path {
+            format!("cannot read: {e}")
+        } else {
+            format!("cannot read {}: {e}", expanded.display())
+        }
+    })
 }
 
 /// Every certificate of a PEM file; an error when it holds none.
@@ -233,7 +238,10 @@ impl Peer {
             ConnectionError::ConnectionRefused(code) => self.refused(*code),
             ConnectionError::Io(io)
             | ConnectionError::Tls(rumqttc::TlsError::Io(io))
-            | ConnectionError::MqttState(StateError::Io(io)) => self.io(io),
+            | ConnectionError::MqttState(StateError::Io(io))
+            | ConnectionError::MqttState(StateError::Deserialization(
+                rumqttc::mqttbytes::Error::Io(io),
+            )) => self.io(io),
             ConnectionError::Tls(rumqttc::TlsError::TLS(e)) => self.tls(e),
             ConnectionError::Tls(rumqttc::TlsError::DNSName(_)) => format!(
                 "{:?} is not a host name TLS can check a certificate against",
@@ -422,7 +430,7 @@ mod tests {
         assert!(err.contains("empty"), "{err}");
         let missing = dir.path().join("nope");
         let err = Password::read(&PasswordSource::File(missing)).unwrap_err();
-        assert!(err.contains("nope") && err.contains("cannot read"), "{err}");
+        assert!(err.contains("cannot read"), "{err}");
         let err = Password::read(&PasswordSource::Env("HARK_TEST_UNSET_VAR_X".into())).unwrap_err();
         assert!(err.contains("$HARK_TEST_UNSET_VAR_X is not set"), "{err}");
     }
