@@ -4,15 +4,14 @@
 //! CA or a wrong password keeps hark running and retrying with backoff, says what is
 //! wrong in one line, and never prints the password.
 
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rumqttc::{TlsConfiguration, Transport};
-
 use crate::util::{
-    Collector, Proc, SERIAL, free_port, hark, shared_data, shipped_model, system_binary,
-    wait_for_port,
+    Msg, Proc, SERIAL, free_port, hark, shared_data, shipped_model, system_binary, wait_for_port,
 };
 
 const USER: &str = "hark";
@@ -27,10 +26,6 @@ struct Pki {
 impl Pki {
     fn path(&self, name: &str) -> PathBuf {
         self.dir.join(name)
-    }
-
-    fn read(&self, name: &str) -> Vec<u8> {
-        std::fs::read(self.path(name)).unwrap()
     }
 }
 
@@ -187,16 +182,96 @@ fn tls_mosquitto(pki: &Pki) -> Option<(Proc, u16)> {
     Some((proc, port))
 }
 
-/// A subscriber on the TLS listener with the right CA, client certificate and password.
-fn tls_collector(pki: &Pki, port: u16) -> Collector {
-    let mut opts = Collector::options(port);
-    opts.set_transport(Transport::tls_with_config(TlsConfiguration::Simple {
-        ca: pki.read("ca.pem"),
-        alpn: None,
-        client_auth: Some((pki.read("client.pem"), pki.read("client.key"))),
-    }));
-    opts.set_credentials(USER, PASSWORD);
-    Collector::connect_with(opts, "hark/#", Duration::from_secs(5))
+/// `mosquitto_sub` on the TLS listener with the right CA, client certificate and
+/// password (an OpenSSL client, independent of hark's rustls), recording every
+/// `hark/#` message.
+struct Subscriber {
+    _proc: Proc,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl Subscriber {
+    fn start(pki: &Pki, port: u16) -> Option<Subscriber> {
+        let bin = system_binary("mosquitto_sub")?;
+        // Line-buffered: mosquitto_sub's stdout is a pipe here.
+        let stdbuf = system_binary("stdbuf")?;
+        let mut child = Command::new(stdbuf)
+            .arg("-oL")
+            .arg(bin)
+            .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+            .arg("--cafile")
+            .arg(pki.path("ca.pem"))
+            .arg("--cert")
+            .arg(pki.path("client.pem"))
+            .arg("--key")
+            .arg(pki.path("client.key"))
+            .args([
+                "-u", USER, "-P", PASSWORD, "-q", "1", "-t", "hark/#", "-v", "-d",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let l2 = lines.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                l2.lock().unwrap().push(line);
+            }
+        });
+        let sub = Subscriber {
+            _proc: Proc(child),
+            lines,
+        };
+        // -d prints the broker's SUBACK: from then on nothing is missed.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !sub
+            .lines
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("SUBACK"))
+        {
+            assert!(
+                Instant::now() < deadline,
+                "mosquitto_sub did not subscribe: {:?}",
+                sub.lines.lock().unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Some(sub)
+    }
+
+    /// Every message so far (`topic payload` lines; -d's debug lines left out).
+    fn all(&self) -> Vec<Msg> {
+        let lines = self.lines.lock().unwrap();
+        let msgs = lines.iter().filter(|l| l.starts_with("hark/"));
+        msgs.map(|l| {
+            let (topic, payload) = l.split_once(' ').unwrap_or((l, ""));
+            Msg {
+                topic: topic.into(),
+                payload: payload.into(),
+                retain: false,
+            }
+        })
+        .collect()
+    }
+
+    /// Waits until a message satisfies `pred`; returns it.
+    fn wait_for(&self, timeout: Duration, pred: impl Fn(&Msg) -> bool) -> Option<Msg> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(m) = self.all().into_iter().find(|m| pred(m)) {
+                return Some(m);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
 }
 
 /// A hark.toml beside the PKI (so relative paths resolve there) with a `file:` source
@@ -259,7 +334,9 @@ fn connects_and_publishes(mqtt_auth: &str, env: &[(&str, &str)]) {
              ca_file = \"ca.pem\"\nclient_cert = \"client.pem\"\nclient_key = \"client.key\""
         ),
     );
-    let sub = tls_collector(&pki, port);
+    let Some(sub) = Subscriber::start(&pki, port) else {
+        return;
+    };
     let mut proc = spawn_hark(&config, env);
     let online = sub.wait_for(Duration::from_secs(10), |m| {
         m.topic == "hark/tls/availability" && m.payload == "online"
@@ -329,7 +406,7 @@ fn fails_clearly(mqtt: &str, watch: Duration) -> Option<String> {
         &data,
         &format!("url = \"mqtts://127.0.0.1:{port}\"\nusername = \"{USER}\"\n{mqtt}"),
     );
-    let sub = tls_collector(&pki, port);
+    let sub = Subscriber::start(&pki, port)?;
     let mut proc = spawn_hark(&config, &[]);
     let start = Instant::now();
     while start.elapsed() < watch {
@@ -369,7 +446,9 @@ fn fails_clearly(mqtt: &str, watch: Duration) -> Option<String> {
     let gaps: Vec<f64> = attempts.windows(2).map(|w| w[1] - w[0]).collect();
     assert!(gaps[0] >= 0.45, "backoff before the first retry: {gaps:?}");
     assert!(gaps[1] >= 1.5 * gaps[0], "the backoff grows: {gaps:?}");
-    eprintln!("hark said: {}", warnings[0]);
+    for l in stderr.lines().filter(|l| l.contains("mqtt")) {
+        eprintln!("hark said: {l}");
+    }
     Some(warnings[0].to_string())
 }
 

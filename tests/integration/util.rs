@@ -159,21 +159,9 @@ pub struct Collector {
 impl Collector {
     /// Connects (retrying until `timeout`) and subscribes with QoS 1.
     pub fn connect(port: u16, filter: &str, timeout: Duration) -> Collector {
-        Self::connect_with(Self::options(port), filter, timeout)
-    }
-
-    /// Plain options for a collector on 127.0.0.1:port, with a unique client id; add
-    /// TLS or credentials and pass them to [`Collector::connect_with`].
-    pub fn options(port: u16) -> MqttOptions {
         let id = format!("test-{}-{}", std::process::id(), free_port());
         let mut opts = MqttOptions::new(id, "127.0.0.1", port);
         opts.set_keep_alive(Duration::from_secs(5));
-        opts
-    }
-
-    /// [`Collector::connect`] with the caller's options.
-    pub fn connect_with(opts: MqttOptions, filter: &str, timeout: Duration) -> Collector {
-        let port = opts.broker_address().1;
         let (client, mut connection) = Client::new(opts, 100);
         client.subscribe(filter, QoS::AtLeastOnce).unwrap();
         let msgs = Arc::new(Mutex::new(Vec::new()));
