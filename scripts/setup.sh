@@ -2,9 +2,10 @@
 # Installs what hark needs on Debian / Raspberry Pi OS, only where it is missing.
 #   scripts/setup.sh        build dependencies (libasound2-dev, pkg-config)
 #   scripts/setup.sh test   plus the test broker and clients (mosquitto, mosquitto-clients)
+#                           and openssl (the TLS tests make their certificates with it)
 set -euo pipefail
 pkgs=(libasound2-dev pkg-config)
-[ "${1:-}" = "test" ] && pkgs+=(mosquitto mosquitto-clients)
+[ "${1:-}" = "test" ] && pkgs+=(mosquitto mosquitto-clients openssl)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -130,7 +130,7 @@ pub fn run(cfg: &Config, shutdown: &AtomicBool) -> anyhow::Result<()> {
         }
     }
     let (echo_tx, echo_rx) = bounded(REPORT_QUEUE);
-    let mqtt = Mqtt::start(&cfg.mqtt, &cfg.node, command_tx, echo_tx);
+    let mqtt = Mqtt::start(&cfg.mqtt, &cfg.node, command_tx, echo_tx)?;
     let (report_tx, report_rx) = bounded(REPORT_QUEUE);
     let mut topics = Vec::new();
     let mut running = Vec::new();

@@ -17,7 +17,9 @@ use rumqttc::{Client, Event, LastWill, MqttOptions, Packet, QoS};
 
 use crate::station::StationCommand;
 
-use crate::config::{Broker, MqttConfig};
+use crate::config::{Broker, ConfigError, MqttConfig};
+
+pub mod options;
 
 /// Requests rumqttc may queue while the broker is away before `try_publish` fails.
 const REQUEST_CAPACITY: usize = 1024;
@@ -63,12 +65,14 @@ impl Mqtt {
     /// `commands` maps tap sources to their inference threads; their `cmd` topics are
     /// subscribed, parsed here, and malformed ones answered on `cmd/result`.
     /// Our own events and verdicts are subscribed to as well and handed to `echoes`.
+    /// Fails only on the files and variables TLS and credentials are read from
+    /// (the error names the key and its value).
     pub fn start(
         cfg: &MqttConfig,
         node: &str,
         commands: HashMap<String, Sender<StationCommand>>,
         echoes: Sender<Echo>,
-    ) -> Mqtt {
+    ) -> Result<Mqtt, ConfigError> {
         let (host, port) = match &cfg.broker {
             Broker::External { host, port } => (host.clone(), *port),
             Broker::Embedded { port } => ("127.0.0.1".to_string(), *port),
@@ -82,6 +86,7 @@ impl Mqtt {
             QoS::AtLeastOnce,
             true,
         ));
+        let peer = options::secure(&mut opts, cfg, &host, port)?;
         let (client, mut connection) = Client::new(opts, REQUEST_CAPACITY);
         let connected = Arc::new(AtomicBool::new(false));
         let stop = Arc::new(AtomicBool::new(false));
@@ -101,13 +106,13 @@ impl Mqtt {
             .name("mqtt".into())
             .spawn(move || {
                 let mut attempt = 0u32;
-                let mut last_warn: Option<Instant> = None;
+                let mut last_warn: Option<(Instant, String)> = None;
                 for event in connection.iter() {
                     match event {
                         Ok(Event::Incoming(Packet::ConnAck(_))) => {
                             attempt = 0;
                             connected2.store(true, Ordering::Relaxed);
-                            tracing::info!(broker = %format!("{host}:{port}"), "mqtt connected");
+                            tracing::info!(broker = %peer.addr(), "mqtt connected");
                             let _ = c2.try_publish(&topic2, QoS::AtLeastOnce, true, "online");
                             // Hearing our own `offline` come back at shutdown proves the
                             // broker has passed it on to every subscriber.
@@ -117,7 +122,8 @@ impl Mqtt {
                                     .map(|path| rumqttc::SubscribeFilter::new(path, QoS::AtLeastOnce)),
                             );
                             if !commands.is_empty() {
-                                let _ = c2.try_subscribe(format!("{cmd_base}+/cmd"), QoS::AtLeastOnce);
+                                let _ =
+                                    c2.try_subscribe(format!("{cmd_base}+/cmd"), QoS::AtLeastOnce);
                             }
                         }
                         Ok(Event::Incoming(Packet::Publish(p)))
@@ -157,18 +163,33 @@ impl Mqtt {
                             }
                             let wait = backoff(attempt, max_s);
                             attempt += 1;
-                            // Rate-limited: one line per minute while the broker stays away.
-                            if last_warn.is_none_or(|t| t.elapsed() > Duration::from_secs(60)) {
-                                tracing::warn!(broker = %format!("{host}:{port}"), "mqtt down: {e}; retrying in {:.1} s", wait.as_secs_f64());
-                                last_warn = Some(Instant::now());
+                            let why = peer.describe(&e);
+                            // Rate-limited: one line per minute while the broker stays away
+                            // for the same reason; a new reason is logged at once.
+                            if last_warn.as_ref().is_none_or(|(t, last)| {
+                                t.elapsed() > Duration::from_secs(60) || *last != why
+                            }) {
+                                tracing::warn!(
+                                    "mqtt down: {why}; retrying in {:.1} s",
+                                    wait.as_secs_f64()
+                                );
+                                last_warn = Some((Instant::now(), why));
+                            } else {
+                                tracing::debug!(
+                                    attempt,
+                                    "mqtt still down: {why}; retrying in {:.1} s",
+                                    wait.as_secs_f64()
+                                );
                             }
-                            std::thread::sleep(wait);
+                            if crate::retry::sleep_unless(&stop2, wait) {
+                                break;
+                            }
                         }
                     }
                 }
             })
             .expect("spawning a thread only fails when the OS is out of resources");
-        Mqtt {
+        Ok(Mqtt {
             client,
             connected,
             echo_ok,
@@ -176,7 +197,7 @@ impl Mqtt {
             driver: Some(driver),
             availability,
             offline_seen,
-        }
+        })
     }
 
     /// Publishes retained `offline`, waits until the broker has delivered it (at most

@@ -34,7 +34,8 @@ pub struct RawConfig {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawMqtt {
-    /// `mqtt://host:port`; absent means an embedded broker on 127.0.0.1.
+    /// `mqtt://host:port` or `mqtts://host:port` (TLS); absent means an embedded
+    /// broker on 127.0.0.1.
     pub url: Option<String>,
     /// Topic prefix.
     #[serde(default = "default_prefix")]
@@ -44,6 +45,19 @@ pub struct RawMqtt {
     pub embedded_port: u16,
     /// MQTT client id; defaults to `hark-<node>`.
     pub client_id: Option<String>,
+    /// User name sent to the broker.
+    pub username: Option<String>,
+    /// File whose first line is the password (never the password itself).
+    pub password_file: Option<PathBuf>,
+    /// Environment variable holding the password.
+    pub password_env: Option<String>,
+    /// PEM file of the CA certificate(s) that sign the broker's certificate
+    /// (`mqtts://` only); absent: the system's root certificates.
+    pub ca_file: Option<PathBuf>,
+    /// PEM certificate (chain) hark presents to the broker (mutual TLS).
+    pub client_cert: Option<PathBuf>,
+    /// PEM private key of `client_cert`.
+    pub client_key: Option<PathBuf>,
     /// Keep-alive interval in seconds.
     #[serde(default = "default_keep_alive")]
     pub keep_alive_s: u64,

@@ -73,6 +73,110 @@ fn invalid_values_name_key_and_value() {
 }
 
 #[test]
+fn mqtts_selects_tls_with_port_8883_and_resolves_paths_beside_the_config() {
+    let text = "[mqtt]\nurl = \"mqtts://broker.example\"\nusername = \"hark\"\n\
+                password_file = \"secret/pw\"\nca_file = \"ca.pem\"\n\
+                client_cert = \"/abs/hark.crt\"\nclient_key = \"${CREDENTIALS_DIRECTORY}/hark.key\"\n";
+    let cfg = Config::parse(text, Path::new("/etc/hark/hark.toml")).unwrap();
+    let m = &cfg.mqtt;
+    assert_eq!(
+        m.broker,
+        Broker::External {
+            host: "broker.example".into(),
+            port: 8883
+        }
+    );
+    let tls = m.tls.as_ref().expect("mqtts:// is TLS");
+    assert_eq!(tls.ca_file, Some(PathBuf::from("/etc/hark/ca.pem")));
+    let client = tls.client_auth.as_ref().unwrap();
+    assert_eq!(client.cert, PathBuf::from("/abs/hark.crt"));
+    assert_eq!(
+        client.key,
+        PathBuf::from("${CREDENTIALS_DIRECTORY}/hark.key")
+    );
+    let auth = m.auth.as_ref().unwrap();
+    assert_eq!(auth.username, "hark");
+    assert_eq!(
+        auth.password,
+        Some(PasswordSource::File("/etc/hark/secret/pw".into()))
+    );
+    let cfg = parse("[mqtt]\nurl = \"mqtts://10.0.0.2:9999\"\n").unwrap();
+    assert!(cfg.mqtt.tls.as_ref().unwrap().ca_file.is_none());
+    assert!(cfg.mqtt.auth.is_none());
+    let cfg = parse("[mqtt]\nurl = \"mqtt://10.0.0.2\"\nusername = \"u\"\npassword_env = \"PW\"\n")
+        .unwrap();
+    assert!(cfg.mqtt.tls.is_none(), "mqtt:// stays plain");
+    assert_eq!(
+        cfg.mqtt.auth.unwrap().password,
+        Some(PasswordSource::Env("PW".into()))
+    );
+}
+
+#[test]
+fn security_keys_that_do_not_fit_together_are_named() {
+    let cases = [
+        // (text, key, value)
+        (
+            "url = \"mqtts://b\"\nusername = \"u\"\npassword_file = \"pw\"\npassword_env = \"PW\"",
+            "mqtt.password_env",
+            "PW",
+        ),
+        (
+            "url = \"mqtts://b\"\nclient_cert = \"c.pem\"",
+            "mqtt.client_cert",
+            "c.pem",
+        ),
+        (
+            "url = \"mqtts://b\"\nclient_key = \"k.pem\"",
+            "mqtt.client_key",
+            "k.pem",
+        ),
+        (
+            "url = \"mqtt://b\"\nca_file = \"ca.pem\"",
+            "mqtt.ca_file",
+            "ca.pem",
+        ),
+        ("ca_file = \"ca.pem\"", "mqtt.ca_file", "ca.pem"),
+        (
+            "url = \"mqtt://b\"\npassword_file = \"pw\"",
+            "mqtt.password_file",
+            "pw",
+        ),
+        ("username = \"u\"", "mqtt.username", "u"),
+        (
+            "url = \"mqtts://b\"\nusername = \"\"",
+            "mqtt.username",
+            "\"\"",
+        ),
+        (
+            "url = \"mqtts://b\"\nca_file = \"\"",
+            "mqtt.ca_file",
+            "\"\"",
+        ),
+        ("url = \"mqtts://b:x\"", "mqtt.url", "mqtts://b:x"),
+    ];
+    for (body, key, value) in cases {
+        let err = parse(&format!("[mqtt]\n{body}\n")).unwrap_err().to_string();
+        assert!(
+            err.starts_with("test.toml: ") && err.contains(key) && err.contains(value),
+            "{body:?} → {err}"
+        );
+        assert!(!err.contains('\n'), "one line: {err}");
+    }
+}
+
+#[test]
+fn credentials_directory_expands_only_when_read() {
+    let p = Path::new("/etc/hark/pw");
+    assert_eq!(expand_credentials(p).unwrap(), p);
+    // Only checked where the variable is unset (no test sets it).
+    if std::env::var_os("CREDENTIALS_DIRECTORY").is_none() {
+        let err = expand_credentials(Path::new("${CREDENTIALS_DIRECTORY}/pw")).unwrap_err();
+        assert!(err.contains("LoadCredential="), "{err}");
+    }
+}
+
+#[test]
 fn tap_mode_defaults_to_the_tap_model() {
     let cfg = parse("[[source]]\nname = \"station\"\nmode = \"tap\"\n").unwrap();
     assert_eq!(

@@ -9,6 +9,8 @@ mod capture;
 mod streaming;
 // `hark run` end to end: file source → MQTT, against mosquitto and the embedded broker.
 mod daemon;
+// MQTT over TLS against mosquitto: mutual TLS, passwords, wrong CA or password.
+mod tls;
 // Bad config, model, WAV, bank or device: one line, non-zero exit, no panic.
 mod bad_input;
 // `enroll` and `score` on real recordings.
