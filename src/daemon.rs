@@ -117,17 +117,13 @@ pub fn run(cfg: &Config, shutdown: &AtomicBool) -> anyhow::Result<()> {
     if let Broker::Embedded { port } = cfg.mqtt.broker {
         crate::broker::start_embedded(port)?;
     }
-    // Tap sources take station commands over MQTT; the driver routes them here.
+    // Every source takes operator commands over MQTT; the driver routes them here.
     let mut command_rx = Vec::new();
     let mut command_tx = std::collections::HashMap::new();
     for s in &cfg.sources {
-        if s.mode == Mode::Tap {
-            let (tx, rx) = bounded(8);
-            command_tx.insert(s.name.clone(), tx);
-            command_rx.push(Some(rx));
-        } else {
-            command_rx.push(None);
-        }
+        let (tx, rx) = bounded(8);
+        command_tx.insert(s.name.clone(), tx);
+        command_rx.push(Some(rx));
     }
     let (echo_tx, echo_rx) = bounded(REPORT_QUEUE);
     let mqtt = Mqtt::start(&cfg.mqtt, &cfg.node, command_tx, echo_tx)?;

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 
@@ -62,14 +62,46 @@ enum Phase {
     Armed(Detector),
 }
 
-/// Operator state of a tap station.
+/// Operator state of a source (commands on its `cmd` topic).
 #[derive(Default)]
 struct Station {
-    /// Knocks collected since `enroll_start`.
+    /// Knocks (or windows) collected since `enroll_start`.
     enrolling: Option<Vec<Vec<f32>>>,
     /// The last knock's embedding, for `false_alarm`.
     last: Option<Vec<f32>>,
+    /// Continuous sources: the over-threshold windows of the latest event.
+    event_windows: Vec<Vec<f32>>,
+    /// No new events until then.
+    muted_until: Option<Instant>,
+    /// The running event began during a mute: none of its messages go out.
+    event_muted: bool,
 }
+
+impl Station {
+    /// Bookkeeping for one scored window of a continuous source.
+    fn note(&mut self, emb: &[f32], over: bool, transition: Transition) {
+        if let Some(c) = self.enrolling.as_mut()
+            && c.len() < MAX_COLLECTED
+        {
+            c.push(emb.to_vec());
+        }
+        if transition == Transition::Raise {
+            self.event_windows.clear();
+            self.event_muted = self.muted_until.is_some_and(|t| Instant::now() < t);
+            if self.event_muted {
+                tracing::info!("event muted");
+            }
+        }
+        if over && self.event_windows.len() < MAX_EVENT_WINDOWS {
+            self.event_windows.push(emb.to_vec());
+        }
+    }
+}
+
+/// Windows kept per event for `false_alarm`.
+const MAX_EVENT_WINDOWS: usize = 256;
+/// Windows collected at most between `learn_start` and `learn_stop` (continuous).
+const MAX_COLLECTED: usize = 16 * MAX_BANK;
 
 struct Running {
     event: Event,
@@ -259,7 +291,14 @@ impl Inference {
                             threshold: det.threshold(),
                             onset_t: recent.earliest_over().unwrap_or(w.t_start_s),
                         };
-                        self.on_score(w, scored, transition, &mut running, &send);
+                        station.note(&emb, over, transition);
+                        let muted = station.event_muted;
+                        let gated = |r: Report| {
+                            if !(muted && matches!(r, Report::Event { .. })) {
+                                send(r)
+                            }
+                        };
+                        self.on_score(w, scored, transition, &mut running, &gated);
                         let state = if det.active() {
                             SourceState::Anomaly
                         } else {
@@ -296,8 +335,22 @@ impl Inference {
         phase: &mut Phase,
         station: &mut Station,
     ) -> serde_json::Value {
-        let name = cmd.as_str();
+        // A continuous source learns; a tap station enrolls knocks.
+        let name = match (cmd, self.tap) {
+            (StationCommand::EnrollStart, false) => "learn_start",
+            (StationCommand::EnrollStop, false) => "learn_stop",
+            _ => cmd.as_str(),
+        };
         let fail = |e: String| serde_json::json!({"cmd": name, "ok": false, "error": e});
+        if let StationCommand::Mute { minutes } = cmd {
+            if self.tap {
+                return fail("tap sources have no events to mute (verdicts always go out)".into());
+            }
+            station.muted_until =
+                (minutes > 0.0).then(|| Instant::now() + Duration::from_secs_f64(minutes * 60.0));
+            tracing::info!(source = %self.name, minutes, "events muted");
+            return serde_json::json!({"cmd": name, "ok": true, "minutes": minutes});
+        }
         let Phase::Armed(det) = phase else {
             return fail("the source is still learning its first bank".into());
         };
@@ -319,16 +372,25 @@ impl Inference {
                     .map(<[f32]>::to_vec)
                     .chain(collected)
                     .collect();
+                // Bank rows stand alone; collected windows of continuous sound overlap
+                // their neighbours, which leave-one-out calibration must skip.
+                let old = det.bank().len();
                 let origins: Vec<Origin> = (0..rows.len())
-                    .map(|i| Origin {
-                        segment: i as u32,
-                        index: 0,
+                    .map(|i| match (self.tap, i < old) {
+                        (false, false) => Origin {
+                            segment: u32::MAX,
+                            index: (i - old) as u32,
+                        },
+                        _ => Origin {
+                            segment: i as u32,
+                            index: 0,
+                        },
                     })
                     .collect();
                 match NormalBank::build(
                     &rows,
                     &origins,
-                    0,
+                    self.overlap_guard(),
                     MAX_BANK,
                     TARGET_FAR,
                     self.embedder.hash(),
@@ -337,7 +399,7 @@ impl Inference {
                     Err(e) => return fail(format!("{e:#}")),
                 }
             }
-            StationCommand::FalseAlarm => {
+            StationCommand::FalseAlarm if self.tap => {
                 let Some(last) = station.last.take() else {
                     return fail("no knock since the start or the last false_alarm".into());
                 };
@@ -345,6 +407,18 @@ impl Inference {
                 bank.push(&last);
                 bank
             }
+            StationCommand::FalseAlarm => {
+                let windows = std::mem::take(&mut station.event_windows);
+                if windows.is_empty() {
+                    return fail("no event since the start or the last false_alarm".into());
+                }
+                let mut bank = det.bank().clone();
+                for w in &windows {
+                    bank.push(w);
+                }
+                bank
+            }
+            StationCommand::Mute { .. } => unreachable!("answered above"),
         };
         // Saved before it is used: a power cut leaves the old bank or the new one.
         if let Err(e) = bank.save(&self.bank_path) {
@@ -360,6 +434,16 @@ impl Inference {
         reply
     }
 
+    /// How many neighbouring windows overlap one window (none for knocks).
+    fn overlap_guard(&self) -> u32 {
+        let p = self.embedder.meta().front;
+        if self.tap {
+            0
+        } else {
+            p.frames.div_ceil(p.window_hop_frames) as u32
+        }
+    }
+
     fn detector(&self, bank: NormalBank) -> Detector {
         let (k, n, m, scale) = self.decision;
         Detector::new(bank, scale, k, n, m)
@@ -370,12 +454,7 @@ impl Inference {
         embeddings: &mut Vec<Vec<f32>>,
         origins: &mut Vec<Origin>,
     ) -> Option<Detector> {
-        let p = self.embedder.meta().front;
-        let guard = if self.tap {
-            0
-        } else {
-            p.frames.div_ceil(p.window_hop_frames) as u32
-        };
+        let guard = self.overlap_guard();
         let bank = match NormalBank::build(
             embeddings,
             origins,

@@ -62,7 +62,7 @@ pub use crate::retry::backoff;
 
 impl Mqtt {
     /// Starts the client and its driver thread. Never blocks on the broker.
-    /// `commands` maps tap sources to their inference threads; their `cmd` topics are
+    /// `commands` maps sources to their inference threads; their `cmd` topics are
     /// subscribed, parsed here, and malformed ones answered on `cmd/result`.
     /// Our own events and verdicts are subscribed to as well and handed to `echoes`.
     /// Fails only on the files and variables TLS and credentials are read from
@@ -240,7 +240,7 @@ fn route_command(
 ) {
     let source = &topic[base.len()..topic.len() - "/cmd".len()];
     let error = match (commands.get(source), StationCommand::parse(payload)) {
-        (None, _) => format!("source {source:?} takes no commands (not a tap source of this node)"),
+        (None, _) => format!("no source {source:?} on this node"),
         (Some(_), Err(e)) => e,
         (Some(tx), Ok(cmd)) => match tx.try_send(cmd) {
             Ok(()) => return,

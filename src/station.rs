@@ -1,16 +1,27 @@
-//! Station commands: what an operator may send on `<prefix>/<node>/<source>/cmd`, parsed
-//! from untrusted JSON into a closed set. Pure; a bad payload is an error message, never
-//! a panic.
+//! Operator commands: what may be sent on `<prefix>/<node>/<source>/cmd` (for any
+//! source, continuous or tap), parsed from untrusted JSON into a closed set. Pure; a bad
+//! payload is an error message, never a panic.
 
-/// A command for one tap source.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The longest mute, in minutes (a week).
+pub const MAX_MUTE_MINUTES: f64 = 7.0 * 24.0 * 60.0;
+
+/// A command for one source.
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub enum StationCommand {
-    /// Start collecting knocks as good ones (they are still scored meanwhile).
+    /// Start collecting sound as normal (knocks as good ones); it is still scored
+    /// meanwhile. `learn_start` is the same command.
     EnrollStart,
-    /// Stop collecting and add the collected knocks to the bank (recalibrated, saved).
+    /// Stop collecting and add what was collected to the bank (recalibrated, saved).
+    /// `learn_stop` is the same command.
     EnrollStop,
-    /// The last verdict was wrong: add that knock to the bank as good.
+    /// The last verdict or event was wrong: add that knock, or the windows of that
+    /// event, to the bank as normal.
     FalseAlarm,
+    /// Publish no new events for this many minutes (0 ends a mute).
+    Mute {
+        /// Minutes, 0 to [`MAX_MUTE_MINUTES`].
+        minutes: f64,
+    },
 }
 
 impl StationCommand {
@@ -20,10 +31,12 @@ impl StationCommand {
             StationCommand::EnrollStart => "enroll_start",
             StationCommand::EnrollStop => "enroll_stop",
             StationCommand::FalseAlarm => "false_alarm",
+            StationCommand::Mute { .. } => "mute",
         }
     }
 
-    /// Parses `{"cmd": "enroll_start" | "enroll_stop" | "false_alarm"}`.
+    /// Parses `{"cmd": "enroll_start" | "enroll_stop" | "learn_start" | "learn_stop" |
+    /// "false_alarm"}` or `{"cmd": "mute", "minutes": N}`.
     pub fn parse(payload: &[u8]) -> Result<StationCommand, String> {
         let text = std::str::from_utf8(payload).map_err(|_| "payload is not UTF-8".to_string())?;
         let value: serde_json::Value =
@@ -31,20 +44,34 @@ impl StationCommand {
         let Some(obj) = value.as_object() else {
             return Err(format!("payload must be a JSON object, got {value}"));
         };
-        if let Some(extra) = obj.keys().find(|k| *k != "cmd") {
+        let cmd = match obj.get("cmd") {
+            None => return Err("key \"cmd\" is missing".into()),
+            Some(serde_json::Value::String(s)) => s.as_str(),
+            Some(v) => return Err(format!("cmd = {v}: expected a string")),
+        };
+        let allowed: &[&str] = if cmd == "mute" {
+            &["cmd", "minutes"]
+        } else {
+            &["cmd"]
+        };
+        if let Some(extra) = obj.keys().find(|k| !allowed.contains(&k.as_str())) {
             return Err(format!("unknown key {extra:?}"));
         }
-        match obj.get("cmd") {
-            None => Err("key \"cmd\" is missing".into()),
-            Some(serde_json::Value::String(s)) => match s.as_str() {
-                "enroll_start" => Ok(StationCommand::EnrollStart),
-                "enroll_stop" => Ok(StationCommand::EnrollStop),
-                "false_alarm" => Ok(StationCommand::FalseAlarm),
-                other => Err(format!(
-                    "cmd = {other:?}: expected enroll_start, enroll_stop or false_alarm"
-                )),
+        match cmd {
+            "enroll_start" | "learn_start" => Ok(StationCommand::EnrollStart),
+            "enroll_stop" | "learn_stop" => Ok(StationCommand::EnrollStop),
+            "false_alarm" => Ok(StationCommand::FalseAlarm),
+            "mute" => match obj.get("minutes").and_then(serde_json::Value::as_f64) {
+                Some(m) if (0.0..=MAX_MUTE_MINUTES).contains(&m) => {
+                    Ok(StationCommand::Mute { minutes: m })
+                }
+                Some(m) => Err(format!("minutes = {m}: expected 0 to {MAX_MUTE_MINUTES}")),
+                None => Err("mute needs \"minutes\": a number".into()),
             },
-            Some(v) => Err(format!("cmd = {v}: expected a string")),
+            other => Err(format!(
+                "cmd = {:?}: expected learn_start, learn_stop, enroll_start, enroll_stop, false_alarm or mute",
+                other.chars().take(48).collect::<String>()
+            )),
         }
     }
 }
@@ -63,11 +90,22 @@ mod tests {
             let payload = format!("{{\"cmd\": \"{}\"}}", c.as_str());
             assert_eq!(StationCommand::parse(payload.as_bytes()), Ok(c));
         }
+        assert_eq!(
+            StationCommand::parse(br#"{"cmd": "learn_start"}"#),
+            Ok(StationCommand::EnrollStart)
+        );
+        assert_eq!(
+            StationCommand::parse(br#"{"cmd": "mute", "minutes": 15}"#),
+            Ok(StationCommand::Mute { minutes: 15.0 })
+        );
     }
 
     #[test]
     fn malformed_payloads_are_named_errors() {
-        let cases: [(&[u8], &str); 7] = [
+        let cases: [(&[u8], &str); 10] = [
+            (b"{\"cmd\": \"mute\"}", "minutes"),
+            (b"{\"cmd\": \"mute\", \"minutes\": -1}", "expected 0"),
+            (b"{\"cmd\": \"learn_stop\", \"minutes\": 1}", "unknown key"),
             (b"\xff\xfe", "UTF-8"),
             (b"not json", "not JSON"),
             (b"[1, 2]", "object"),

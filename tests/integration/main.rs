@@ -23,3 +23,5 @@ mod tap;
 mod faults;
 // Nothing listens but the loopback embedded broker.
 mod sockets;
+// Operator commands on a continuous source: false_alarm, mute, learn_start/stop.
+mod commands;
