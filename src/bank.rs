@@ -188,14 +188,28 @@ impl NormalBank {
 
     /// Reads a bank and checks it belongs to the model with hash `model_hash`.
     pub fn load(path: &Path, model_hash: &str, model_path: &Path) -> Result<NormalBank, BankError> {
+        let bytes = std::fs::read(path).map_err(|e| BankError {
+            file: path.to_path_buf(),
+            why: format!("cannot read bank: {e}"),
+        })?;
+        Self::from_bytes(&bytes, path, model_hash, model_path)
+    }
+
+    /// Parses a bank file already read into memory, with the checks of
+    /// [`NormalBank::load`]; `path` only names it in messages.
+    pub fn from_bytes(
+        bytes: &[u8],
+        path: &Path,
+        model_hash: &str,
+        model_path: &Path,
+    ) -> Result<NormalBank, BankError> {
         let err = |why: String| BankError {
             file: path.to_path_buf(),
             why,
         };
-        let bytes = std::fs::read(path).map_err(|e| err(format!("cannot read bank: {e}")))?;
-        let st = safetensors::SafeTensors::deserialize(&bytes)
+        let st = safetensors::SafeTensors::deserialize(bytes)
             .map_err(|e| err(format!("not a safetensors bank: {e}")))?;
-        let (_, header) = safetensors::SafeTensors::read_metadata(&bytes)
+        let (_, header) = safetensors::SafeTensors::read_metadata(bytes)
             .map_err(|e| err(format!("not a safetensors bank: {e}")))?;
         let meta = header.metadata().clone().unwrap_or_default();
         let get = |key: &str| -> Result<String, BankError> {

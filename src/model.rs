@@ -192,11 +192,20 @@ pub struct Embedder {
 impl Embedder {
     /// Loads weights and metadata, then runs one dummy window to fail fast on shapes.
     pub fn load(path: &Path) -> Result<Embedder, ModelError> {
+        let bytes = std::fs::read(path).map_err(|e| ModelError {
+            file: path.to_path_buf(),
+            why: format!("cannot read model: {e}"),
+        })?;
+        Self::from_bytes(bytes, path)
+    }
+
+    /// Loads a weights file already read into memory; `path` names it in messages
+    /// and is what [`Embedder::path`] reports.
+    pub fn from_bytes(bytes: Vec<u8>, path: &Path) -> Result<Embedder, ModelError> {
         let err = |why: String| ModelError {
             file: path.to_path_buf(),
             why,
         };
-        let bytes = std::fs::read(path).map_err(|e| err(format!("cannot read model: {e}")))?;
         let hash = hex(&sha2::Sha256::digest(&bytes));
         let (_, st_meta) = safetensors::SafeTensors::read_metadata(&bytes)
             .map_err(|e| err(format!("not a safetensors model: {e}")))?;

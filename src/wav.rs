@@ -3,6 +3,7 @@
 //! Errors name the file and say what is wrong in one line; an empty or non-audio file is
 //! an error, not an empty signal.
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 /// A decoded clip: interleaved f32 samples in [-1, 1].
@@ -29,7 +30,15 @@ pub struct WavError {
 impl Clip {
     /// Reads a whole WAV file.
     pub fn read(path: &Path) -> Result<Clip, WavError> {
-        let mut stream = WavStream::open(path)?;
+        Self::from_stream(WavStream::open(path)?)
+    }
+
+    /// Decodes a whole WAV file held in memory; `file` only names it in messages.
+    pub fn from_bytes(bytes: &[u8], file: &Path) -> Result<Clip, WavError> {
+        Self::from_stream(WavStream::from_reader(bytes, file)?)
+    }
+
+    fn from_stream<R: Read>(mut stream: WavStream<R>) -> Result<Clip, WavError> {
         let mut samples = Vec::new();
         stream.read(usize::MAX / stream.channels, &mut samples)?;
         Ok(Clip {
@@ -58,9 +67,10 @@ impl Clip {
 }
 
 /// A WAV file read a block at a time, so replaying a long recording costs a few
-/// kilobytes of memory, not the whole file.
-pub struct WavStream {
-    reader: hound::WavReader<std::io::BufReader<std::fs::File>>,
+/// kilobytes of memory, not the whole file. `R` is the byte source: a buffered file
+/// unless it was made with [`WavStream::from_reader`].
+pub struct WavStream<R: Read = std::io::BufReader<std::fs::File>> {
+    reader: hound::WavReader<R>,
     path: PathBuf,
     /// Samples per second per channel.
     pub sample_rate_hz: u32,
@@ -70,7 +80,7 @@ pub struct WavStream {
     float: bool,
 }
 
-impl std::fmt::Debug for WavStream {
+impl<R: Read> std::fmt::Debug for WavStream<R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WavStream")
             .field("path", &self.path)
@@ -81,11 +91,23 @@ impl std::fmt::Debug for WavStream {
 impl WavStream {
     /// Opens a WAV file and checks its header; an empty file is an error.
     pub fn open(path: &Path) -> Result<WavStream, WavError> {
+        let file = std::fs::File::open(path).map_err(|e| WavError {
+            file: path.to_path_buf(),
+            why: describe(hound::Error::IoError(e)),
+        })?;
+        WavStream::from_reader(std::io::BufReader::new(file), path)
+    }
+}
+
+impl<R: Read> WavStream<R> {
+    /// Reads and checks the header from `reader`; `path` only names the source in
+    /// messages. An empty file is an error.
+    pub fn from_reader(reader: R, path: &Path) -> Result<WavStream<R>, WavError> {
         let err = |why: String| WavError {
             file: path.to_path_buf(),
             why,
         };
-        let reader = hound::WavReader::open(path).map_err(|e| err(describe(e)))?;
+        let reader = hound::WavReader::new(reader).map_err(|e| err(describe(e)))?;
         let spec = reader.spec();
         if spec.channels == 0 || spec.sample_rate == 0 {
             return Err(err(format!(
