@@ -115,6 +115,18 @@ impl<R: Read> WavStream<R> {
                 spec.channels, spec.sample_rate
             )));
         }
+        // Hound takes WAVE_FORMAT_EXTENSIBLE's valid-bits field as it stands (up to 65535),
+        // and the scale below shifts by it.
+        let width_ok = match spec.sample_format {
+            hound::SampleFormat::Float => spec.bits_per_sample == 32,
+            hound::SampleFormat::Int => (1..=32).contains(&spec.bits_per_sample),
+        };
+        if !width_ok {
+            return Err(err(format!(
+                "unsupported sample width: {} bits ({:?})",
+                spec.bits_per_sample, spec.sample_format
+            )));
+        }
         if reader.len() == 0 {
             return Err(err("no audio samples (empty file)".into()));
         }
@@ -123,7 +135,7 @@ impl<R: Read> WavStream<R> {
             path: path.to_path_buf(),
             sample_rate_hz: spec.sample_rate,
             channels: spec.channels as usize,
-            scale: 1.0 / (1u64 << (spec.bits_per_sample.max(1) - 1)) as f32,
+            scale: 1.0 / (1u64 << (spec.bits_per_sample - 1)) as f32,
             float: spec.sample_format == hound::SampleFormat::Float,
         })
     }
@@ -132,12 +144,22 @@ impl<R: Read> WavStream<R> {
     /// Returns the number of frames read; 0 at the end of the file.
     pub fn read(&mut self, frames: usize, out: &mut Vec<f32>) -> Result<usize, WavError> {
         out.clear();
-        let n = frames * self.channels;
+        let n = frames.saturating_mul(self.channels);
         let result: Result<(), hound::Error> = if self.float {
-            self.reader
-                .samples::<f32>()
-                .take(n)
-                .try_for_each(|s| s.map(|v| out.push(v)))
+            let mut finite = true;
+            let read = self.reader.samples::<f32>().take(n).try_for_each(|s| {
+                s.map(|v| {
+                    finite &= v.is_finite();
+                    out.push(v)
+                })
+            });
+            if read.is_ok() && !finite {
+                return Err(WavError {
+                    file: self.path.clone(),
+                    why: "float samples hold NaN or infinite values".into(),
+                });
+            }
+            read
         } else {
             let scale = self.scale;
             self.reader
@@ -228,6 +250,39 @@ mod tests {
         assert_eq!(out, [2.0, 0.0]);
         mix_into(&stereo, 2, Some(1), &mut out);
         assert_eq!(out, [3.0, 1.0]);
+    }
+
+    fn one_sample_wav<S: hound::Sample>(bits: u16, format: hound::SampleFormat, x: S) -> Vec<u8> {
+        let spec = hound::WavSpec {
+            channels: 1,
+            sample_rate: 8000,
+            bits_per_sample: bits,
+            sample_format: format,
+        };
+        let mut cursor = std::io::Cursor::new(Vec::new());
+        let mut w = hound::WavWriter::new(&mut cursor, spec).unwrap();
+        w.write_sample(x).unwrap();
+        w.finalize().unwrap();
+        cursor.into_inner()
+    }
+
+    #[test]
+    fn odd_extensible_widths_and_non_finite_floats_are_errors() {
+        // Found by tests/fuzz.rs. hound writes 24-bit audio as WAVE_FORMAT_EXTENSIBLE and
+        // reads its valid-bits field (offset 38) as it stands: 200 bits overflowed the
+        // scale's shift (a panic in debug builds, a garbage scale in release).
+        let mut wide = one_sample_wav(24, hound::SampleFormat::Int, 1i32);
+        wide[38..40].copy_from_slice(&200u16.to_le_bytes());
+        let e = Clip::from_bytes(&wide, Path::new("wide.wav"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("wide.wav: ") && e.contains("200 bits"), "{e}");
+        // A NaN sample made every score NaN, and NaN never raises an alarm.
+        let nan = one_sample_wav(32, hound::SampleFormat::Float, f32::NAN);
+        let e = Clip::from_bytes(&nan, Path::new("nan.wav"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("nan.wav: ") && e.contains("NaN"), "{e}");
     }
 
     #[test]
