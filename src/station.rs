@@ -29,10 +29,13 @@ impl StationCommand {
         let value: serde_json::Value =
             serde_json::from_str(text).map_err(|e| format!("payload is not JSON: {e}"))?;
         let Some(obj) = value.as_object() else {
-            return Err(format!("payload must be a JSON object, got {value}"));
+            return Err(format!(
+                "payload must be a JSON object, got {}",
+                echo(&value.to_string())
+            ));
         };
         if let Some(extra) = obj.keys().find(|k| *k != "cmd") {
-            return Err(format!("unknown key {extra:?}"));
+            return Err(format!("unknown key {}", echo(&format!("{extra:?}"))));
         }
         match obj.get("cmd") {
             None => Err("key \"cmd\" is missing".into()),
@@ -41,11 +44,26 @@ impl StationCommand {
                 "enroll_stop" => Ok(StationCommand::EnrollStop),
                 "false_alarm" => Ok(StationCommand::FalseAlarm),
                 other => Err(format!(
-                    "cmd = {other:?}: expected enroll_start, enroll_stop or false_alarm"
+                    "cmd = {}: expected enroll_start, enroll_stop or false_alarm",
+                    echo(&format!("{other:?}"))
                 )),
             },
-            Some(v) => Err(format!("cmd = {v}: expected a string")),
+            Some(v) => Err(format!("cmd = {}: expected a string", echo(&v.to_string()))),
         }
+    }
+}
+
+/// At most this many characters of an operator's payload are echoed in an error (it
+/// is published back on `cmd/result` and logged).
+const ECHO_CHARS: usize = 48;
+
+/// `s`, cut to [`ECHO_CHARS`] characters with `…` when longer.
+fn echo(s: &str) -> String {
+    if s.chars().count() <= ECHO_CHARS {
+        s.to_string()
+    } else {
+        let head: String = s.chars().take(ECHO_CHARS).collect();
+        format!("{head}…")
     }
 }
 
@@ -79,6 +97,21 @@ mod tests {
         for (payload, needle) in cases {
             let e = StationCommand::parse(payload).unwrap_err();
             assert!(e.contains(needle), "{e}");
+        }
+    }
+
+    #[test]
+    fn long_payloads_are_not_echoed_whole() {
+        // Found by tests/fuzz.rs: errors quoted the whole value back on cmd/result.
+        let long = "x".repeat(10_000);
+        for payload in [
+            format!("[\"{long}\"]"),
+            format!("{{\"{long}\": 1}}"),
+            format!("{{\"cmd\": \"{long}\"}}"),
+            format!("{{\"cmd\": [\"{long}\"]}}"),
+        ] {
+            let e = StationCommand::parse(payload.as_bytes()).unwrap_err();
+            assert!(e.chars().count() < 120 && e.contains('…'), "{e}");
         }
     }
 }
