@@ -460,16 +460,18 @@ impl ModelMeta {
         if let Some((key, value, _, rule)) = checks.iter().find(|c| !c.2) {
             return Err(format!("metadata key `{key}` = {value} {rule}"));
         }
+        // `(dB - offset) / scale` must stay a modest number for any dB the front end
+        // makes: a scale of 1e-45 passed `> 0` and turned windows into infinities.
         let scale: f32 = get(map, "input_scale_db")?;
-        if !(scale.is_finite() && scale > 0.0) {
+        if !(0.01..=1000.0).contains(&scale) {
             return Err(format!(
-                "metadata key `input_scale_db` = {scale} must be > 0"
+                "metadata key `input_scale_db` = {scale:?} must be in 0.01..=1000"
             ));
         }
         let offset: f32 = get(map, "input_offset_db")?;
-        if !offset.is_finite() {
+        if !(-1000.0..=1000.0).contains(&offset) {
             return Err(format!(
-                "metadata key `input_offset_db` = {offset} must be a finite number"
+                "metadata key `input_offset_db` = {offset:?} must be in -1000..=1000"
             ));
         }
         let embedding_dim: usize = get(map, "embedding_dim")?;
@@ -694,7 +696,8 @@ mod tests {
         // out of range was reported as the whole struct.
         for (key, value, needle) in [
             ("embedding_dim", "0", "1..=4096"),
-            ("input_offset_db", "NaN", "finite"),
+            ("input_offset_db", "NaN", "-1000..=1000"),
+            ("input_scale_db", "1e-45", "0.01..=1000"),
             ("n_fft", "1000", "power of two"),
             ("fmax_hz", "9000", "sample_rate_hz / 2"),
         ] {
