@@ -11,6 +11,9 @@ use std::path::{Path, PathBuf};
 /// Version of the bank-file layout.
 pub const BANK_FORMAT_VERSION: u32 = 1;
 
+/// How far from 1 the norm of a stored embedding may be (embeddings are unit-norm).
+pub const UNIT_NORM_TOLERANCE: f32 = 1e-3;
+
 /// Calibration stored with a bank.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Calibration {
@@ -188,15 +191,33 @@ impl NormalBank {
 
     /// Reads a bank and checks it belongs to the model with hash `model_hash`.
     pub fn load(path: &Path, model_hash: &str, model_path: &Path) -> Result<NormalBank, BankError> {
+        let bytes = std::fs::read(path).map_err(|e| BankError {
+            file: path.to_path_buf(),
+            why: format!("cannot read bank: {e}"),
+        })?;
+        Self::from_bytes(&bytes, path, model_hash, model_path)
+    }
+
+    /// Parses a bank file already read into memory, with the checks of
+    /// [`NormalBank::load`]; `path` only names it in messages.
+    pub fn from_bytes(
+        bytes: &[u8],
+        path: &Path,
+        model_hash: &str,
+        model_path: &Path,
+    ) -> Result<NormalBank, BankError> {
         let err = |why: String| BankError {
             file: path.to_path_buf(),
             why,
         };
-        let bytes = std::fs::read(path).map_err(|e| err(format!("cannot read bank: {e}")))?;
-        let st = safetensors::SafeTensors::deserialize(&bytes)
-            .map_err(|e| err(format!("not a safetensors bank: {e}")))?;
-        let (_, header) = safetensors::SafeTensors::read_metadata(&bytes)
-            .map_err(|e| err(format!("not a safetensors bank: {e}")))?;
+        let not_a_bank = |e: safetensors::SafeTensorError| {
+            err(format!(
+                "not a safetensors bank: {}",
+                crate::model::single_line(&e)
+            ))
+        };
+        let st = safetensors::SafeTensors::deserialize(bytes).map_err(not_a_bank)?;
+        let (_, header) = safetensors::SafeTensors::read_metadata(bytes).map_err(not_a_bank)?;
         let meta = header.metadata().clone().unwrap_or_default();
         let get = |key: &str| -> Result<String, BankError> {
             meta.get(key)
@@ -213,13 +234,13 @@ impl NormalBank {
         let version = get("format_version")?;
         if version != BANK_FORMAT_VERSION.to_string() {
             return Err(err(format!(
-                "format_version = {version}, this hark reads {BANK_FORMAT_VERSION}"
+                "metadata key `format_version` = {version:?}, this hark reads {BANK_FORMAT_VERSION}"
             )));
         }
         let hash = get("model_sha256")?;
         if hash != model_hash {
             return Err(err(format!(
-                "bank was enrolled with model sha256 {hash}, but {} has sha256 {model_hash}; re-enrol",
+                "bank was enrolled with model sha256 {hash:?}, but {} has sha256 {model_hash}; re-enrol",
                 model_path.display()
             )));
         }
@@ -247,9 +268,25 @@ impl NormalBank {
                 "tensor `embeddings` holds NaN or infinite values".into()
             ));
         }
-        let n_windows: usize = get("n_windows")?
-            .parse()
-            .map_err(|_| err("metadata key `n_windows` is not a count".into()))?;
+        // Scores are `1 − dot`, which only means cosine distance for unit rows; a row of
+        // 1e30s would score every window -inf (never an alarm).
+        let norms = embeddings
+            .chunks_exact(shape[1])
+            .map(|row| dot(row, row).sqrt());
+        if let Some((i, norm)) = norms
+            .enumerate()
+            .find(|(_, norm)| (norm - 1.0).abs() > UNIT_NORM_TOLERANCE)
+        {
+            return Err(err(format!(
+                "tensor `embeddings` row {i} has norm {norm}, not 1 (embeddings are unit-norm)"
+            )));
+        }
+        let n_windows = get("n_windows")?;
+        let n_windows: usize = n_windows.parse().map_err(|_| {
+            err(format!(
+                "metadata key `n_windows` = {n_windows:?} is not a count"
+            ))
+        })?;
         Ok(NormalBank {
             dim: shape[1],
             embeddings,
@@ -444,5 +481,41 @@ mod tests {
         );
         std::fs::write(&p, b"\x08\0\0\0\0\0\0\0{}").unwrap();
         assert!(NormalBank::load(&p, "abc", Path::new("m")).is_err());
+    }
+
+    #[test]
+    fn hostile_banks_are_one_line_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("b.bank.safetensors");
+        // Found by tests/fuzz.rs: rows of 1e30s loaded, and every score was -inf.
+        let c = calibrate(&[0.0, 0.1], 0.01);
+        NormalBank::from_parts(&[vec![1e30, 0.0]], c.clone(), "h")
+            .save(&p)
+            .unwrap();
+        let e = NormalBank::load(&p, "h", Path::new("m"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("b.bank.safetensors") && e.contains("norm"),
+            "{e}"
+        );
+        // Found by tests/fuzz.rs: values and names read from the file were printed raw.
+        let bank = NormalBank::from_parts(&[vec![1.0, 0.0]], c, "h\nx");
+        bank.save(&p).unwrap();
+        let e = NormalBank::load(&p, "h", Path::new("m"))
+            .unwrap_err()
+            .to_string();
+        assert!(!e.contains('\n') && e.contains("h\\nx"), "{e}");
+        let header = br#"{"a\nb":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}   "#;
+        let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+        bytes.extend_from_slice(header);
+        bytes.extend_from_slice(&[0; 8]);
+        let e = NormalBank::from_bytes(&bytes, &p, "h", Path::new("m"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            !e.contains('\n') && e.contains("offset for tensor `a\\nb`"),
+            "{e}"
+        );
     }
 }

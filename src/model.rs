@@ -21,6 +21,13 @@ use crate::spectrogram::FrontEndParams;
 /// Version of the weights-file layout this code reads and writes.
 pub const FORMAT_VERSION: u32 = 1;
 
+/// Largest embedding a model file may declare (the shipped ones use 128).
+pub const MAX_EMBEDDING_DIM: usize = 4096;
+
+/// Largest weight magnitude a model file may hold. Trained and fixed-seed weights are
+/// far below it; past it a window's embedding can overflow f32.
+pub const MAX_ABS_WEIGHT: f32 = 1e4;
+
 /// Channel widths of the three conv blocks.
 const WIDTHS: [usize; 3] = [48, 96, 128];
 
@@ -146,6 +153,26 @@ impl Net {
         })
     }
 
+    /// The largest magnitude among the weights and biases; infinite when one is NaN.
+    pub fn max_abs_weight(&self) -> candle_core::Result<f32> {
+        let mut tensors = vec![self.fc.weight()];
+        tensors.extend(self.fc.bias());
+        for conv in [&self.conv1, &self.conv2, &self.conv3] {
+            tensors.extend([&conv.weight, &conv.bias]);
+        }
+        let mut max = 0.0f32;
+        for t in tensors {
+            for v in t.flatten_all()?.to_vec1::<f32>()? {
+                max = if v.is_nan() {
+                    f32::INFINITY
+                } else {
+                    max.max(v.abs())
+                };
+            }
+        }
+        Ok(max)
+    }
+
     /// Precomputes what inference can (the weights will not change any more).
     pub fn freeze(&mut self) -> candle_core::Result<()> {
         self.conv1.freeze()?;
@@ -192,14 +219,34 @@ pub struct Embedder {
 impl Embedder {
     /// Loads weights and metadata, then runs one dummy window to fail fast on shapes.
     pub fn load(path: &Path) -> Result<Embedder, ModelError> {
+        let bytes = std::fs::read(path).map_err(|e| ModelError {
+            file: path.to_path_buf(),
+            why: format!("cannot read model: {e}"),
+        })?;
+        Self::from_bytes(bytes, path)
+    }
+
+    /// Loads a weights file already read into memory; `path` names it in messages
+    /// and is what [`Embedder::path`] reports.
+    pub fn from_bytes(bytes: Vec<u8>, path: &Path) -> Result<Embedder, ModelError> {
         let err = |why: String| ModelError {
             file: path.to_path_buf(),
             why,
         };
-        let bytes = std::fs::read(path).map_err(|e| err(format!("cannot read model: {e}")))?;
         let hash = hex(&sha2::Sha256::digest(&bytes));
         let (_, st_meta) = safetensors::SafeTensors::read_metadata(&bytes)
-            .map_err(|e| err(format!("not a safetensors model: {e}")))?;
+            .map_err(|e| err(format!("not a safetensors model: {}", single_line(&e))))?;
+        // safetensors lets a zero dimension hide an overflowing product of the others
+        // ([0, 2^62, 2^62] holds 0 bytes), on which candle's stride arithmetic overflows;
+        // no tensor of the network is empty.
+        for (name, info) in st_meta.tensors() {
+            if info.shape.contains(&0) {
+                return Err(err(format!(
+                    "tensor {name:?} has shape {:?}: no tensor of the network is empty",
+                    info.shape
+                )));
+            }
+        }
         let map = st_meta.metadata().clone().unwrap_or_default();
         let meta = ModelMeta::from_map(&map).map_err(err)?;
         let device = Device::Cpu;
@@ -211,6 +258,16 @@ impl Embedder {
                 first_line(&e)
             ))
         })?;
+        // One NaN, infinity or huge weight turns every score into NaN or infinity, and
+        // NaN never raises an alarm.
+        let max = net
+            .max_abs_weight()
+            .map_err(|e| err(format!("cannot read weights: {}", first_line(&e))))?;
+        if max > MAX_ABS_WEIGHT {
+            return Err(err(format!(
+                "weights hold NaN, infinite or huge values (largest magnitude {max}, limit {MAX_ABS_WEIGHT})"
+            )));
+        }
         net.freeze().map_err(|e| {
             err(format!(
                 "weights do not fit the network: {}",
@@ -225,8 +282,14 @@ impl Embedder {
             path: path.to_path_buf(),
         };
         let zeros = vec![0.0; e.window_len()];
-        e.embed(&[&zeros])
+        let test = e
+            .embed(&[&zeros])
             .map_err(|x| err(format!("a test window failed: {}", first_line(&x))))?;
+        if test.iter().flatten().any(|v| !v.is_finite()) {
+            return Err(err(
+                "a test window embeds to NaN or infinite values (weights too large?)".into(),
+            ));
+        }
         Ok(e)
     }
 
@@ -343,29 +406,84 @@ impl ModelMeta {
             frames: get(map, "frames")?,
             window_hop_frames: get(map, "window_hop_frames")?,
         };
-        let sane = front.sample_rate_hz >= 4000
-            && front.n_fft.is_power_of_two()
-            && (16..=65536).contains(&front.n_fft)
-            && (1..=front.n_fft).contains(&front.hop)
-            && (1..=512).contains(&front.n_mels)
-            && (4..=4096).contains(&front.frames)
-            && (1..=front.frames).contains(&front.window_hop_frames)
-            && front.fmin_hz >= 0.0
-            && front.fmax_hz > front.fmin_hz
-            && front.fmax_hz <= front.sample_rate_hz as f32 / 2.0;
-        if !sane {
-            return Err(format!("front-end metadata out of range: {front:?}"));
+        let f = &front;
+        let checks: [(&str, String, bool, &str); 8] = [
+            (
+                "sample_rate_hz",
+                f.sample_rate_hz.to_string(),
+                f.sample_rate_hz >= 4000,
+                "must be >= 4000",
+            ),
+            (
+                "n_fft",
+                f.n_fft.to_string(),
+                f.n_fft.is_power_of_two() && (16..=65536).contains(&f.n_fft),
+                "must be a power of two in 16..=65536",
+            ),
+            (
+                "hop",
+                f.hop.to_string(),
+                (1..=f.n_fft).contains(&f.hop),
+                "must be in 1..=n_fft",
+            ),
+            (
+                "n_mels",
+                f.n_mels.to_string(),
+                (1..=512).contains(&f.n_mels),
+                "must be in 1..=512",
+            ),
+            (
+                "frames",
+                f.frames.to_string(),
+                (4..=4096).contains(&f.frames),
+                "must be in 4..=4096",
+            ),
+            (
+                "window_hop_frames",
+                f.window_hop_frames.to_string(),
+                (1..=f.frames).contains(&f.window_hop_frames),
+                "must be in 1..=frames",
+            ),
+            (
+                "fmin_hz",
+                f.fmin_hz.to_string(),
+                f.fmin_hz >= 0.0,
+                "must be >= 0",
+            ),
+            (
+                "fmax_hz",
+                f.fmax_hz.to_string(),
+                f.fmax_hz > f.fmin_hz && f.fmax_hz <= f.sample_rate_hz as f32 / 2.0,
+                "must be above fmin_hz and at most sample_rate_hz / 2",
+            ),
+        ];
+        if let Some((key, value, _, rule)) = checks.iter().find(|c| !c.2) {
+            return Err(format!("metadata key `{key}` = {value} {rule}"));
         }
+        // `(dB - offset) / scale` must stay a modest number for any dB the front end
+        // makes: a scale of 1e-45 passed `> 0` and turned windows into infinities.
         let scale: f32 = get(map, "input_scale_db")?;
-        if !(scale.is_finite() && scale > 0.0) {
+        if !(0.01..=1000.0).contains(&scale) {
             return Err(format!(
-                "metadata key `input_scale_db` = {scale} must be > 0"
+                "metadata key `input_scale_db` = {scale:?} must be in 0.01..=1000"
+            ));
+        }
+        let offset: f32 = get(map, "input_offset_db")?;
+        if !(-1000.0..=1000.0).contains(&offset) {
+            return Err(format!(
+                "metadata key `input_offset_db` = {offset:?} must be in -1000..=1000"
+            ));
+        }
+        let embedding_dim: usize = get(map, "embedding_dim")?;
+        if !(1..=MAX_EMBEDDING_DIM).contains(&embedding_dim) {
+            return Err(format!(
+                "metadata key `embedding_dim` = {embedding_dim} must be in 1..={MAX_EMBEDDING_DIM}"
             ));
         }
         Ok(ModelMeta {
             front,
-            embedding_dim: get(map, "embedding_dim")?,
-            input_offset_db: get(map, "input_offset_db")?,
+            embedding_dim,
+            input_offset_db: offset,
             input_scale_db: scale,
             mode: get(map, "mode")?,
             origin: map.get("origin").cloned().unwrap_or_default(),
@@ -382,6 +500,21 @@ pub fn first_line(e: &dyn std::fmt::Display) -> String {
         .unwrap_or("")
         .trim()
         .to_string()
+}
+
+/// An error's message with control characters escaped (`\n` in a tensor name read
+/// from a file, say), so it stays on one line.
+pub fn single_line(e: &dyn std::fmt::Display) -> String {
+    e.to_string()
+        .chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 /// Lower-case hex of a digest.
@@ -554,5 +687,52 @@ mod tests {
         map.insert("n_mels".into(), "lots".into());
         let e = ModelMeta::from_map(&map).unwrap_err();
         assert!(e.contains("n_mels") && e.contains("lots"), "{e}");
+    }
+
+    #[test]
+    fn metadata_errors_name_key_and_value() {
+        // Found by tests/fuzz.rs: embedding_dim = 0 loaded (and later divided by zero in
+        // the bank), a NaN input offset made every embedding NaN, and a front-end value
+        // out of range was reported as the whole struct.
+        for (key, value, needle) in [
+            ("embedding_dim", "0", "1..=4096"),
+            ("input_offset_db", "NaN", "-1000..=1000"),
+            ("input_scale_db", "1e-45", "0.01..=1000"),
+            ("n_fft", "1000", "power of two"),
+            ("fmax_hz", "9000", "sample_rate_hz / 2"),
+        ] {
+            let mut map = ModelMeta::default_continuous("x").to_map();
+            map.insert(key.into(), value.into());
+            let e = ModelMeta::from_map(&map).unwrap_err();
+            assert!(
+                e.contains(&format!("`{key}` = {value}")) && e.contains(needle),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn hostile_weights_are_named_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = ModelMeta::default_continuous("x");
+        let load = |name: &str, edit: &dyn Fn(&mut Vec<NamedTensor>)| {
+            let mut tensors = fixed_seed_tensors(&meta, 1);
+            edit(&mut tensors);
+            let path = dir.path().join(name);
+            save_tensors(&path, &tensors, meta.to_map()).unwrap();
+            Embedder::load(&path).unwrap_err().to_string()
+        };
+        // Found by tests/fuzz.rs: a NaN or huge weight loaded, and every score was NaN.
+        for (name, v) in [("nan.st", f32::NAN), ("huge.st", 1e30)] {
+            let e = load(name, &|t| t[0].2[5] = v);
+            assert!(e.contains(name) && e.contains("huge values"), "{e}");
+        }
+        // Found by tests/fuzz.rs: a zero dimension hides an overflowing product from
+        // safetensors' size check; candle's stride arithmetic then overflowed (a panic).
+        let e = load("empty.st", &|t| {
+            let bias = t.iter_mut().find(|t| t.0 == "conv1.bias").unwrap();
+            *bias = ("conv1.bias".into(), vec![0, 1 << 62, 1 << 62], vec![]);
+        });
+        assert!(e.contains("empty.st") && e.contains("conv1.bias"), "{e}");
     }
 }

@@ -42,12 +42,17 @@ impl StationCommand {
         let value: serde_json::Value =
             serde_json::from_str(text).map_err(|e| format!("payload is not JSON: {e}"))?;
         let Some(obj) = value.as_object() else {
-            return Err(format!("payload must be a JSON object, got {value}"));
+            return Err(format!(
+                "payload must be a JSON object, got {}",
+                echo(&value.to_string())
+            ));
         };
         let cmd = match obj.get("cmd") {
             None => return Err("key \"cmd\" is missing".into()),
             Some(serde_json::Value::String(s)) => s.as_str(),
-            Some(v) => return Err(format!("cmd = {v}: expected a string")),
+            Some(v) => {
+                return Err(format!("cmd = {}: expected a string", echo(&v.to_string())));
+            }
         };
         let allowed: &[&str] = if cmd == "mute" {
             &["cmd", "minutes"]
@@ -55,7 +60,7 @@ impl StationCommand {
             &["cmd"]
         };
         if let Some(extra) = obj.keys().find(|k| !allowed.contains(&k.as_str())) {
-            return Err(format!("unknown key {extra:?}"));
+            return Err(format!("unknown key {}", echo(&format!("{extra:?}"))));
         }
         match cmd {
             "enroll_start" | "learn_start" => Ok(StationCommand::EnrollStart),
@@ -69,10 +74,24 @@ impl StationCommand {
                 None => Err("mute needs \"minutes\": a number".into()),
             },
             other => Err(format!(
-                "cmd = {:?}: expected learn_start, learn_stop, enroll_start, enroll_stop, false_alarm or mute",
-                other.chars().take(48).collect::<String>()
+                "cmd = {}: expected learn_start, learn_stop, enroll_start, enroll_stop, false_alarm or mute",
+                echo(&format!("{other:?}"))
             )),
         }
+    }
+}
+
+/// At most this many characters of an operator's payload are echoed in an error (it
+/// is published back on `cmd/result` and logged).
+const ECHO_CHARS: usize = 48;
+
+/// `s`, cut to [`ECHO_CHARS`] characters with `…` when longer.
+fn echo(s: &str) -> String {
+    if s.chars().count() <= ECHO_CHARS {
+        s.to_string()
+    } else {
+        let head: String = s.chars().take(ECHO_CHARS).collect();
+        format!("{head}…")
     }
 }
 
@@ -117,6 +136,21 @@ mod tests {
         for (payload, needle) in cases {
             let e = StationCommand::parse(payload).unwrap_err();
             assert!(e.contains(needle), "{e}");
+        }
+    }
+
+    #[test]
+    fn long_payloads_are_not_echoed_whole() {
+        // Found by tests/fuzz.rs: errors quoted the whole value back on cmd/result.
+        let long = "x".repeat(10_000);
+        for payload in [
+            format!("[\"{long}\"]"),
+            format!("{{\"{long}\": 1}}"),
+            format!("{{\"cmd\": \"{long}\"}}"),
+            format!("{{\"cmd\": [\"{long}\"]}}"),
+        ] {
+            let e = StationCommand::parse(payload.as_bytes()).unwrap_err();
+            assert!(e.chars().count() < 120 && e.contains('…'), "{e}");
         }
     }
 }

@@ -3,6 +3,7 @@
 //! Errors name the file and say what is wrong in one line; an empty or non-audio file is
 //! an error, not an empty signal.
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 /// A decoded clip: interleaved f32 samples in [-1, 1].
@@ -29,7 +30,15 @@ pub struct WavError {
 impl Clip {
     /// Reads a whole WAV file.
     pub fn read(path: &Path) -> Result<Clip, WavError> {
-        let mut stream = WavStream::open(path)?;
+        Self::from_stream(WavStream::open(path)?)
+    }
+
+    /// Decodes a whole WAV file held in memory; `file` only names it in messages.
+    pub fn from_bytes(bytes: &[u8], file: &Path) -> Result<Clip, WavError> {
+        Self::from_stream(WavStream::from_reader(bytes, file)?)
+    }
+
+    fn from_stream<R: Read>(mut stream: WavStream<R>) -> Result<Clip, WavError> {
         let mut samples = Vec::new();
         stream.read(usize::MAX / stream.channels, &mut samples)?;
         Ok(Clip {
@@ -58,9 +67,10 @@ impl Clip {
 }
 
 /// A WAV file read a block at a time, so replaying a long recording costs a few
-/// kilobytes of memory, not the whole file.
-pub struct WavStream {
-    reader: hound::WavReader<std::io::BufReader<std::fs::File>>,
+/// kilobytes of memory, not the whole file. `R` is the byte source: a buffered file
+/// unless it was made with [`WavStream::from_reader`].
+pub struct WavStream<R: Read = std::io::BufReader<std::fs::File>> {
+    reader: hound::WavReader<R>,
     path: PathBuf,
     /// Samples per second per channel.
     pub sample_rate_hz: u32,
@@ -70,7 +80,7 @@ pub struct WavStream {
     float: bool,
 }
 
-impl std::fmt::Debug for WavStream {
+impl<R: Read> std::fmt::Debug for WavStream<R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WavStream")
             .field("path", &self.path)
@@ -81,16 +91,51 @@ impl std::fmt::Debug for WavStream {
 impl WavStream {
     /// Opens a WAV file and checks its header; an empty file is an error.
     pub fn open(path: &Path) -> Result<WavStream, WavError> {
+        let file = std::fs::File::open(path).map_err(|e| WavError {
+            file: path.to_path_buf(),
+            why: describe(hound::Error::IoError(e)),
+        })?;
+        WavStream::from_reader(std::io::BufReader::new(file), path)
+    }
+}
+
+impl<R: Read + std::io::Seek> WavStream<R> {
+    /// Moves to frame `frame` (used to resume a replay where a failed read left off).
+    pub fn seek_frame(&mut self, frame: u64) -> Result<(), WavError> {
+        let at = u32::try_from(frame).unwrap_or(u32::MAX);
+        self.reader.seek(at).map_err(|e| WavError {
+            file: self.path.clone(),
+            why: format!("cannot seek to frame {frame}: {e}"),
+        })
+    }
+}
+
+impl<R: Read> WavStream<R> {
+    /// Reads and checks the header from `reader`; `path` only names the source in
+    /// messages. An empty file is an error.
+    pub fn from_reader(reader: R, path: &Path) -> Result<WavStream<R>, WavError> {
         let err = |why: String| WavError {
             file: path.to_path_buf(),
             why,
         };
-        let reader = hound::WavReader::open(path).map_err(|e| err(describe(e)))?;
+        let reader = hound::WavReader::new(reader).map_err(|e| err(describe(e)))?;
         let spec = reader.spec();
         if spec.channels == 0 || spec.sample_rate == 0 {
             return Err(err(format!(
                 "invalid header: {} channels at {} Hz",
                 spec.channels, spec.sample_rate
+            )));
+        }
+        // Hound takes WAVE_FORMAT_EXTENSIBLE's valid-bits field as it stands (up to 65535),
+        // and the scale below shifts by it.
+        let width_ok = match spec.sample_format {
+            hound::SampleFormat::Float => spec.bits_per_sample == 32,
+            hound::SampleFormat::Int => (1..=32).contains(&spec.bits_per_sample),
+        };
+        if !width_ok {
+            return Err(err(format!(
+                "unsupported sample width: {} bits ({:?})",
+                spec.bits_per_sample, spec.sample_format
             )));
         }
         if reader.len() == 0 {
@@ -101,17 +146,8 @@ impl WavStream {
             path: path.to_path_buf(),
             sample_rate_hz: spec.sample_rate,
             channels: spec.channels as usize,
-            scale: 1.0 / (1u64 << (spec.bits_per_sample.max(1) - 1)) as f32,
+            scale: 1.0 / (1u64 << (spec.bits_per_sample - 1)) as f32,
             float: spec.sample_format == hound::SampleFormat::Float,
-        })
-    }
-
-    /// Moves to frame `frame` (used to resume a replay where a failed read left off).
-    pub fn seek_frame(&mut self, frame: u64) -> Result<(), WavError> {
-        let at = u32::try_from(frame).unwrap_or(u32::MAX);
-        self.reader.seek(at).map_err(|e| WavError {
-            file: self.path.clone(),
-            why: format!("cannot seek to frame {frame}: {e}"),
         })
     }
 
@@ -119,12 +155,22 @@ impl WavStream {
     /// Returns the number of frames read; 0 at the end of the file.
     pub fn read(&mut self, frames: usize, out: &mut Vec<f32>) -> Result<usize, WavError> {
         out.clear();
-        let n = frames * self.channels;
+        let n = frames.saturating_mul(self.channels);
         let result: Result<(), hound::Error> = if self.float {
-            self.reader
-                .samples::<f32>()
-                .take(n)
-                .try_for_each(|s| s.map(|v| out.push(v)))
+            let mut finite = true;
+            let read = self.reader.samples::<f32>().take(n).try_for_each(|s| {
+                s.map(|v| {
+                    finite &= v.is_finite();
+                    out.push(v)
+                })
+            });
+            if read.is_ok() && !finite {
+                return Err(WavError {
+                    file: self.path.clone(),
+                    why: "float samples hold NaN or infinite values".into(),
+                });
+            }
+            read
         } else {
             let scale = self.scale;
             self.reader
@@ -215,6 +261,39 @@ mod tests {
         assert_eq!(out, [2.0, 0.0]);
         mix_into(&stereo, 2, Some(1), &mut out);
         assert_eq!(out, [3.0, 1.0]);
+    }
+
+    fn one_sample_wav<S: hound::Sample>(bits: u16, format: hound::SampleFormat, x: S) -> Vec<u8> {
+        let spec = hound::WavSpec {
+            channels: 1,
+            sample_rate: 8000,
+            bits_per_sample: bits,
+            sample_format: format,
+        };
+        let mut cursor = std::io::Cursor::new(Vec::new());
+        let mut w = hound::WavWriter::new(&mut cursor, spec).unwrap();
+        w.write_sample(x).unwrap();
+        w.finalize().unwrap();
+        cursor.into_inner()
+    }
+
+    #[test]
+    fn odd_extensible_widths_and_non_finite_floats_are_errors() {
+        // Found by tests/fuzz.rs. hound writes 24-bit audio as WAVE_FORMAT_EXTENSIBLE and
+        // reads its valid-bits field (offset 38) as it stands: 200 bits overflowed the
+        // scale's shift (a panic in debug builds, a garbage scale in release).
+        let mut wide = one_sample_wav(24, hound::SampleFormat::Int, 1i32);
+        wide[38..40].copy_from_slice(&200u16.to_le_bytes());
+        let e = Clip::from_bytes(&wide, Path::new("wide.wav"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("wide.wav: ") && e.contains("200 bits"), "{e}");
+        // A NaN sample made every score NaN, and NaN never raises an alarm.
+        let nan = one_sample_wav(32, hound::SampleFormat::Float, f32::NAN);
+        let e = Clip::from_bytes(&nan, Path::new("nan.wav"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("nan.wav: ") && e.contains("NaN"), "{e}");
     }
 
     #[test]

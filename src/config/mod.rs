@@ -238,12 +238,24 @@ impl Config {
     }
 }
 
-/// Flattens toml's multi-line message (with its source excerpt) into one line.
+/// Flattens toml's multi-line message (with its source excerpt) into one line. Control
+/// characters left in the excerpt (a lone `\r`, say) are escaped, so it stays one line.
 fn one_line(message: &str) -> String {
-    let parts: Vec<&str> = message
+    let parts: Vec<String> = message
         .lines()
         .map(str::trim)
         .filter(|l| !l.is_empty() && *l != "|" && !l.starts_with("|") && !l.starts_with('^'))
+        .map(|l| {
+            l.chars()
+                .map(|c| {
+                    if c.is_control() {
+                        c.escape_default().to_string()
+                    } else {
+                        c.to_string()
+                    }
+                })
+                .collect()
+        })
         .collect();
     parts.join(": ")
 }

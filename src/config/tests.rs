@@ -206,3 +206,14 @@ fn defaults_and_derived_values() {
         }
     );
 }
+
+#[test]
+fn parse_errors_with_control_characters_stay_on_one_line() {
+    // Found by tests/fuzz.rs: toml quotes the offending line, lone `\r` included.
+    let err = parse("\r\u{e}").unwrap_err().to_string();
+    assert!(!err.contains(['\n', '\r']), "one line: {err:?}");
+    assert!(
+        err.starts_with("test.toml: ") && err.contains("\\r"),
+        "{err}"
+    );
+}
