@@ -38,6 +38,8 @@ struct Last {
     at: Instant,
     /// The latest retained state payload, re-published after a reconnect.
     payload: Option<String>,
+    /// The latest event payload (retained on `last_event`), likewise.
+    last_event: Option<String>,
 }
 
 /// An unconfirmed message is sent again after this long.
@@ -178,6 +180,7 @@ pub fn run(
     reports: Receiver<Report>,
     (journal, echoes): (Journal, Receiver<Echo>),
     beat: Arc<crate::health::Beat>,
+    discovery: Vec<(String, String)>,
 ) {
     let state_every = Duration::from_secs_f64(cfg.state_interval_s);
     let health_every = Duration::from_secs_f64(cfg.health_interval_s);
@@ -187,6 +190,7 @@ pub fn run(
             state: None,
             at: Instant::now(),
             payload: None,
+            last_event: None,
         })
         .collect();
     let mut next_health = Instant::now();
@@ -205,12 +209,22 @@ pub fn run(
             out.online = true;
             // Back (or up for the first time): what waited, then the current picture.
             out.reconnected();
+            for (topic, payload) in &discovery {
+                out.snapshot(topic, payload.clone());
+            }
             for (s, l) in sources.iter().zip(&last) {
                 if let Some(p) = &l.payload {
                     out.snapshot(&format!("{}/state", s.base), p.clone());
                 }
+                if let Some(p) = &l.last_event {
+                    out.snapshot(&format!("{}/last_event", s.base), p.clone());
+                }
             }
             next_health = Instant::now();
+        } else if out.online && out.mqtt.ha_online.swap(false, Ordering::Relaxed) {
+            for (topic, payload) in &discovery {
+                out.snapshot(topic, payload.clone());
+            }
         } else if !connected && out.online {
             out.online = false;
         } else {
@@ -225,11 +239,9 @@ pub fn run(
                 let payload =
                     state_json(SourceState::Fault, None, None, 0.0, SystemTime::now()).to_string();
                 out.snapshot(&format!("{}/state", s.base), payload.clone());
-                last[i] = Last {
-                    state: Some(SourceState::Fault),
-                    at: Instant::now(),
-                    payload: Some(payload),
-                };
+                last[i].state = Some(SourceState::Fault);
+                last[i].at = Instant::now();
+                last[i].payload = Some(payload);
             }
         }
         if Instant::now() >= next_health {
@@ -261,21 +273,22 @@ pub fn run(
                     let payload =
                         state_json(state, score, threshold, t, SystemTime::now()).to_string();
                     out.snapshot(&format!("{}/state", sources[source].base), payload.clone());
-                    *l = Last {
-                        state: Some(state),
-                        at: Instant::now(),
-                        payload: Some(payload),
-                    };
+                    l.state = Some(state);
+                    l.at = Instant::now();
+                    l.payload = Some(payload);
                 }
             }
             Report::Verdict { source, verdict } => out.message(
                 &format!("{}/verdict", sources[source].base),
                 verdict_json(&verdict).to_string(),
             ),
-            Report::Event { source, event } => out.message(
-                &format!("{}/event", sources[source].base),
-                event_json(&event).to_string(),
-            ),
+            Report::Event { source, event } => {
+                let payload = event_json(&event).to_string();
+                let base = &sources[source].base;
+                out.snapshot(&format!("{base}/last_event"), payload.clone());
+                last[source].last_event = Some(payload.clone());
+                out.message(&format!("{base}/event"), payload);
+            }
             Report::CmdResult { source, payload } => out.transient(
                 &format!("{}/cmd/result", sources[source].base),
                 payload.to_string(),

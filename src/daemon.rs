@@ -163,6 +163,22 @@ pub fn run(cfg: &Config, shutdown: &AtomicBool) -> anyhow::Result<()> {
         alarm_beat.clone(),
     );
     let beat = alarm_beat.clone();
+    let discovery = match &cfg.mqtt.discovery_prefix {
+        Some(dp) => crate::discovery::messages(
+            dp,
+            &cfg.mqtt.prefix,
+            &cfg.node,
+            &cfg.sources
+                .iter()
+                .map(|s| crate::discovery::DiscoveredSource {
+                    name: s.name.clone(),
+                    base: format!("{}/{}/{}", cfg.mqtt.prefix, cfg.node, s.name),
+                    tap: s.mode == Mode::Tap,
+                })
+                .collect::<Vec<_>>(),
+        ),
+        None => Vec::new(),
+    };
     let summaries: Vec<SourceTopics> = topics
         .iter()
         .map(|t| SourceTopics {
@@ -173,7 +189,15 @@ pub fn run(cfg: &Config, shutdown: &AtomicBool) -> anyhow::Result<()> {
     let alarm = std::thread::Builder::new()
         .name("alarm".into())
         .spawn(move || {
-            crate::alarm::run(mqtt, alarm_cfg, topics, report_rx, (journal, echo_rx), beat)
+            crate::alarm::run(
+                mqtt,
+                alarm_cfg,
+                topics,
+                report_rx,
+                (journal, echo_rx),
+                beat,
+                discovery,
+            )
         })
         .context("cannot start the alarm thread")?;
     tracing::info!(

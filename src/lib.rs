@@ -34,6 +34,7 @@ pub mod config;
 pub mod daemon;
 pub mod detector;
 pub mod devices;
+pub mod discovery;
 pub mod dsp;
 pub mod frontend;
 pub mod fsutil;

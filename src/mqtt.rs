@@ -37,6 +37,9 @@ pub struct Mqtt {
     /// False when the broker refused our subscription to our own topics (an ACL): then
     /// handing a message to the client has to count as delivering it.
     pub echo_ok: Arc<AtomicBool>,
+    /// Set when Home Assistant announces itself (`<discovery_prefix>/status` =
+    /// `online`): discovery must be sent again. The alarm stage clears it.
+    pub ha_online: Arc<AtomicBool>,
     stop: Arc<AtomicBool>,
     driver: Option<JoinHandle<()>>,
     availability: String,
@@ -92,6 +95,9 @@ impl Mqtt {
         let stop = Arc::new(AtomicBool::new(false));
         let offline_seen = Arc::new(AtomicBool::new(false));
         let echo_ok = Arc::new(AtomicBool::new(true));
+        let ha_online = Arc::new(AtomicBool::new(false));
+        let ha_online2 = ha_online.clone();
+        let ha_status = cfg.discovery_prefix.as_ref().map(|p| format!("{p}/status"));
         let (c2, connected2, stop2, topic2, seen2, echo_ok2) = (
             client.clone(),
             connected.clone(),
@@ -121,6 +127,9 @@ impl Mqtt {
                                 [topic2.clone(), format!("{cmd_base}+/event"), format!("{cmd_base}+/verdict")]
                                     .map(|path| rumqttc::SubscribeFilter::new(path, QoS::AtLeastOnce)),
                             );
+                            if let Some(t) = &ha_status {
+                                let _ = c2.try_subscribe(t, QoS::AtLeastOnce);
+                            }
                             if !commands.is_empty() {
                                 let _ =
                                     c2.try_subscribe(format!("{cmd_base}+/cmd"), QoS::AtLeastOnce);
@@ -136,6 +145,14 @@ impl Mqtt {
                                 && (p.topic.ends_with("/event") || p.topic.ends_with("/verdict")) =>
                         {
                             let _ = echoes.try_send((p.topic.clone(), p.payload.to_vec()));
+                        }
+                        Ok(Event::Incoming(Packet::Publish(p)))
+                            if ha_status.as_deref() == Some(p.topic.as_str()) =>
+                        {
+                            if &p.payload[..] == b"online" {
+                                tracing::info!("Home Assistant is online: sending discovery again");
+                                ha_online2.store(true, Ordering::Relaxed);
+                            }
                         }
                         Ok(Event::Incoming(Packet::SubAck(a)))
                             if a.return_codes.contains(&rumqttc::SubscribeReasonCode::Failure) =>
@@ -193,6 +210,7 @@ impl Mqtt {
             client,
             connected,
             echo_ok,
+            ha_online,
             stop,
             driver: Some(driver),
             availability,

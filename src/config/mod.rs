@@ -142,6 +142,8 @@ pub struct MqttConfig {
     pub state_interval_s: f64,
     /// Event update period during an anomaly.
     pub event_update_s: f64,
+    /// Home Assistant discovery prefix, or `None` when discovery is off.
+    pub discovery_prefix: Option<String>,
 }
 
 /// What a source listens to.
@@ -489,6 +491,13 @@ impl RawMqtt {
             }
         };
         let (tls, auth) = self.security(tls_url, file, invalid)?;
+        if self.discovery_prefix.is_empty() || self.discovery_prefix.contains(['#', '+']) {
+            return Err(invalid(
+                "mqtt.discovery_prefix",
+                &self.discovery_prefix,
+                "non-empty, without # or +",
+            ));
+        }
         if self.prefix.is_empty() || self.prefix.contains(['#', '+']) {
             return Err(invalid(
                 "mqtt.prefix",
@@ -525,6 +534,7 @@ impl RawMqtt {
             health_interval_s: self.health_interval_s,
             state_interval_s: self.state_interval_s,
             event_update_s: self.event_update_s,
+            discovery_prefix: self.discovery.then(|| self.discovery_prefix.clone()),
         })
     }
 

@@ -73,6 +73,12 @@ pub struct RawMqtt {
     /// While an anomaly lasts, an `update` event every this many seconds.
     #[serde(default = "default_update_interval")]
     pub event_update_s: f64,
+    /// Publish Home Assistant MQTT discovery configs.
+    #[serde(default = "default_true")]
+    pub discovery: bool,
+    /// Home Assistant's discovery prefix.
+    #[serde(default = "default_discovery_prefix")]
+    pub discovery_prefix: String,
 }
 
 impl Default for RawMqtt {
@@ -214,4 +220,8 @@ fn default_journal_max_kb() -> u64 {
 
 fn default_replay_speed() -> f64 {
     1.0
+}
+
+fn default_discovery_prefix() -> String {
+    "homeassistant".into()
 }

@@ -25,3 +25,5 @@ mod faults;
 mod sockets;
 // Operator commands on a continuous source: false_alarm, mute, learn_start/stop.
 mod commands;
+// Home Assistant MQTT discovery.
+mod homeassistant;

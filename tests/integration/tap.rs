@@ -64,7 +64,7 @@ pub fn knock_stream(data: &Path, out: &Path, knocks: usize) -> Vec<(f64, bool)> 
 }
 
 /// The shipped tap model and a bank enrolled from bottles/train with it.
-fn enrol_station(data: &Path, dir: &Path) -> (PathBuf, PathBuf) {
+pub fn enrol_station(data: &Path, dir: &Path) -> (PathBuf, PathBuf) {
     let model = shipped_model("tap.safetensors");
     let bank = dir.join("station.bank.safetensors");
     run_ok(
