@@ -47,6 +47,13 @@ impl StationCommand {
                 echo(&value.to_string())
             ));
         };
+        let allowed: &[&str] = match obj.get("cmd").and_then(serde_json::Value::as_str) {
+            Some("mute") => &["cmd", "minutes"],
+            _ => &["cmd"],
+        };
+        if let Some(extra) = obj.keys().find(|k| !allowed.contains(&k.as_str())) {
+            return Err(format!("unknown key {}", echo(&format!("{extra:?}"))));
+        }
         let cmd = match obj.get("cmd") {
             None => return Err("key \"cmd\" is missing".into()),
             Some(serde_json::Value::String(s)) => s.as_str(),
@@ -54,14 +61,6 @@ impl StationCommand {
                 return Err(format!("cmd = {}: expected a string", echo(&v.to_string())));
             }
         };
-        let allowed: &[&str] = if cmd == "mute" {
-            &["cmd", "minutes"]
-        } else {
-            &["cmd"]
-        };
-        if let Some(extra) = obj.keys().find(|k| !allowed.contains(&k.as_str())) {
-            return Err(format!("unknown key {}", echo(&format!("{extra:?}"))));
-        }
         match cmd {
             "enroll_start" | "learn_start" => Ok(StationCommand::EnrollStart),
             "enroll_stop" | "learn_stop" => Ok(StationCommand::EnrollStop),
@@ -74,7 +73,7 @@ impl StationCommand {
                 None => Err("mute needs \"minutes\": a number".into()),
             },
             other => Err(format!(
-                "cmd = {}: expected learn_start, learn_stop, enroll_start, enroll_stop, false_alarm or mute",
+                "cmd = {}: unknown (learn_start, learn_stop, false_alarm or mute)",
                 echo(&format!("{other:?}"))
             )),
         }
