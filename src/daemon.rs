@@ -200,6 +200,20 @@ pub fn run(cfg: &Config, shutdown: &AtomicBool) -> anyhow::Result<()> {
             )
         })
         .context("cannot start the alarm thread")?;
+    let _metrics = match cfg.metrics_listen {
+        Some(addr) => Some(crate::metrics_http::MetricsServer::start(
+            addr,
+            cfg.sources
+                .iter()
+                .zip(&summaries)
+                .map(|(s, t)| crate::metrics_http::MetricSource {
+                    name: s.name.clone(),
+                    health: t.health.clone(),
+                })
+                .collect(),
+        )?),
+        None => None,
+    };
     tracing::info!(
         sources = running.len(),
         startup_ms = started.elapsed().as_millis() as u64,

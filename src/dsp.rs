@@ -48,6 +48,7 @@ pub fn run(
                 .fetch_add(clipped as u64, Ordering::Relaxed);
         }
         health.samples_in.fetch_add(n as u64, Ordering::Relaxed);
+        let began = std::time::Instant::now();
         front.push(&buf[..n], &mut |w| {
             health.set_level_dbfs(w.level_dbfs);
             let sent = if lossless {
@@ -66,6 +67,7 @@ pub fn run(
                 open = false;
             }
         });
+        health.dsp_latency.observe(began.elapsed().as_secs_f64());
     }
     health.dsp_beat.finish();
 }

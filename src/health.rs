@@ -33,6 +33,44 @@ impl Beat {
     }
 }
 
+/// Upper bounds (seconds) of the per-stage latency histogram buckets.
+pub const LATENCY_BUCKETS: [f64; 11] = [
+    50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 25e-3, 50e-3, 100e-3,
+];
+
+/// A latency histogram any thread can add to without locking.
+#[derive(Debug, Default)]
+pub struct Histogram {
+    /// Counts per bucket of [`LATENCY_BUCKETS`], plus one for larger values.
+    buckets: [AtomicU64; 12],
+    /// Sum of all observations in nanoseconds.
+    sum_ns: AtomicU64,
+}
+
+impl Histogram {
+    /// Adds one observation.
+    pub fn observe(&self, seconds: f64) {
+        let i = LATENCY_BUCKETS
+            .iter()
+            .position(|&b| seconds <= b)
+            .unwrap_or(LATENCY_BUCKETS.len());
+        self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        self.sum_ns
+            .fetch_add((seconds * 1e9) as u64, Ordering::Relaxed);
+    }
+
+    /// Cumulative counts per bucket (the last is the total), and the sum in seconds.
+    pub fn snapshot(&self) -> ([u64; 12], f64) {
+        let mut out = [0u64; 12];
+        let mut acc = 0;
+        for (o, b) in out.iter_mut().zip(&self.buckets) {
+            acc += b.load(Ordering::Relaxed);
+            *o = acc;
+        }
+        (out, self.sum_ns.load(Ordering::Relaxed) as f64 * 1e-9)
+    }
+}
+
 /// Live counters of one source.
 #[derive(Debug, Default)]
 pub struct SourceHealth {
@@ -56,6 +94,13 @@ pub struct SourceHealth {
     pub reopens: AtomicU64,
     /// False while the source's bank cannot be saved (disk full, read-only directory).
     pub storage_ok: AtomicBool,
+    /// Latest score and threshold (f32 bits; NaN until armed).
+    score_bits: AtomicU32,
+    threshold_bits: AtomicU32,
+    /// Time the dsp stage spends per chunk taken from the ring.
+    pub dsp_latency: Histogram,
+    /// Time the inference stage spends per window (embedding and scoring).
+    pub inference_latency: Histogram,
     /// The capture supervisor's sign of life.
     pub capture_beat: Beat,
     /// The dsp stage's sign of life.
@@ -72,12 +117,28 @@ impl SourceHealth {
         let h = SourceHealth::default();
         h.set_level_dbfs(-100.0);
         h.storage_ok.store(true, Ordering::Relaxed);
+        h.set_score(f32::NAN, f32::NAN);
         h
     }
 
     /// Records the latest window's level.
     pub fn set_level_dbfs(&self, db: f32) {
         self.level_dbfs_bits.store(db.to_bits(), Ordering::Relaxed);
+    }
+
+    /// Records the latest score and the threshold it was held to.
+    pub fn set_score(&self, score: f32, threshold: f32) {
+        self.score_bits.store(score.to_bits(), Ordering::Relaxed);
+        self.threshold_bits
+            .store(threshold.to_bits(), Ordering::Relaxed);
+    }
+
+    /// The latest score and threshold (NaN before the first scored window).
+    pub fn score(&self) -> (f32, f32) {
+        (
+            f32::from_bits(self.score_bits.load(Ordering::Relaxed)),
+            f32::from_bits(self.threshold_bits.load(Ordering::Relaxed)),
+        )
     }
 
     /// The latest window's level.

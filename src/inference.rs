@@ -208,6 +208,7 @@ impl Inference {
                     Err(_) => break,
                 }
             }
+            let began = Instant::now();
             let slices: Vec<&[f32]> = batch.iter().map(|w| w.mels.as_slice()).collect();
             let embeddings = match self.embedder.embed(&slices) {
                 Ok(e) => e,
@@ -253,6 +254,7 @@ impl Inference {
                     }
                     Phase::Armed(det) if self.tap => {
                         let score = det.score(&emb);
+                        self.health.set_score(score, det.threshold());
                         if let Some(collected) = station.enrolling.as_mut() {
                             collected.push(emb.clone());
                         }
@@ -283,6 +285,7 @@ impl Inference {
                     }
                     Phase::Armed(det) => {
                         let score = det.score(&emb);
+                        self.health.set_score(score, det.threshold());
                         let transition = det.update(score);
                         let over = score > det.threshold();
                         recent.push(over.then_some(w.t_start_s), self.decision.1);
@@ -313,6 +316,10 @@ impl Inference {
                         });
                     }
                 }
+            }
+            let per_window = began.elapsed().as_secs_f64() / batch.len() as f64;
+            for _ in 0..batch.len() {
+                self.health.inference_latency.observe(per_window);
             }
         }
         // Input ended during an anomaly: close the event so subscribers are not left hanging.

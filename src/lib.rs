@@ -42,6 +42,7 @@ pub mod health;
 pub mod inference;
 pub mod journal;
 pub mod metrics;
+pub mod metrics_http;
 pub mod model;
 pub mod mqtt;
 pub mod report;

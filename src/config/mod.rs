@@ -41,7 +41,7 @@ pub enum ConfigError {
 }
 
 mod raw;
-pub use raw::{RawConfig, RawMqtt, RawSource};
+pub use raw::{RawConfig, RawMetrics, RawMqtt, RawSource};
 
 /// Validated configuration: what the daemon and the commands run on.
 #[derive(Debug, Clone)]
@@ -54,6 +54,8 @@ pub struct Config {
     pub state_dir: PathBuf,
     /// Size cap of the outage journal in bytes.
     pub journal_max_bytes: u64,
+    /// Where the Prometheus endpoint listens (loopback only), if anywhere.
+    pub metrics_listen: Option<std::net::SocketAddr>,
     /// Log level filter.
     pub log_level: String,
     /// The alarm stage's settings.
@@ -290,6 +292,26 @@ impl RawConfig {
                 "must be between 4 and 1073741824",
             ));
         }
+        let metrics_listen = match &self.metrics.listen {
+            None => None,
+            Some(text) => {
+                let addr: std::net::SocketAddr = text.parse().map_err(|_| {
+                    invalid(
+                        "metrics.listen",
+                        text,
+                        "expected IP:PORT, e.g. 127.0.0.1:9464",
+                    )
+                })?;
+                if !addr.ip().is_loopback() {
+                    return Err(invalid(
+                        "metrics.listen",
+                        text,
+                        "must be a loopback address (127.0.0.1 or [::1]); put a reverse proxy in front to expose it",
+                    ));
+                }
+                Some(addr)
+            }
+        };
         let state_dir = self
             .state_dir
             .or_else(|| std::env::var_os("STATE_DIRECTORY").map(PathBuf::from))
@@ -456,6 +478,7 @@ impl RawConfig {
             node: self.node,
             state_dir,
             journal_max_bytes: self.journal_max_kb * 1024,
+            metrics_listen,
             log_level: level,
             mqtt,
             sources,

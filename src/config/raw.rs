@@ -25,9 +25,20 @@ pub struct RawConfig {
     /// The `[mqtt]` table.
     #[serde(default)]
     pub mqtt: RawMqtt,
+    /// The `[metrics]` table.
+    #[serde(default)]
+    pub metrics: RawMetrics,
     /// One `[[source]]` table per microphone (or file).
     #[serde(default)]
     pub source: Vec<RawSource>,
+}
+
+/// The `[metrics]` table as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMetrics {
+    /// Loopback address of the Prometheus endpoint; absent: no endpoint.
+    pub listen: Option<String>,
 }
 
 /// The `[mqtt]` table as written.

@@ -217,3 +217,26 @@ fn parse_errors_with_control_characters_stay_on_one_line() {
         "{err}"
     );
 }
+
+#[test]
+fn metrics_listen_must_be_loopback() {
+    let base = "[[source]]\nname = \"a\"\n";
+    let ok = Config::parse(
+        &format!("[metrics]\nlisten = \"127.0.0.1:9464\"\n{base}"),
+        Path::new("h.toml"),
+    )
+    .unwrap();
+    assert_eq!(ok.metrics_listen, Some("127.0.0.1:9464".parse().unwrap()));
+    let e = Config::parse(
+        &format!("[metrics]\nlisten = \"0.0.0.0:9464\"\n{base}"),
+        Path::new("h.toml"),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("metrics.listen") && e.contains("0.0.0.0:9464") && e.contains("loopback"),
+        "{e}"
+    );
+    let off = Config::parse(base, Path::new("h.toml")).unwrap();
+    assert_eq!(off.metrics_listen, None);
+}

@@ -102,3 +102,62 @@ fn no_listening_socket_but_the_loopback_embedded_broker() {
     }
     assert_eq!(socks, vec![("127.0.0.1".to_string(), port)]);
 }
+
+/// `GET /metrics` on the endpoint; the response body.
+fn scrape(port: u16) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    text
+}
+
+#[test]
+fn the_metrics_endpoint_serves_counters_and_latency_histograms_on_loopback() {
+    let Some(data) = shared_data() else { return };
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let proc = run_with(
+        &format!(
+            "url = \"mqtt://127.0.0.1:{}\"\n[metrics]\nlisten = \"127.0.0.1:{port}\"",
+            free_port()
+        ),
+        dir.path(),
+        &data,
+    );
+    assert!(
+        wait_for_port(port, Duration::from_secs(10)),
+        "metrics endpoint up"
+    );
+    // The first window of the real-time replay arrives after ~2 s.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut text = scrape(port);
+    while !text.contains("hark_score{") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+        text = scrape(port);
+    }
+    assert!(
+        text.starts_with("HTTP/1.0 200") || text.starts_with("HTTP/1.1 200"),
+        "{text}"
+    );
+    let value = |name: &str| -> f64 {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("{name} missing: {text}"));
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    assert!(value("hark_windows_total{source=\"fan\"}") >= 1.0);
+    assert_eq!(value("hark_dropped_samples_total{source=\"fan\"}"), 0.0);
+    let count = value("hark_stage_seconds_count{source=\"fan\",stage=\"inference\"}");
+    let inf = value("hark_stage_seconds_bucket{source=\"fan\",stage=\"inference\",le=\"+Inf\"}");
+    assert!(count >= 1.0 && count == inf, "{text}");
+    // It is the only socket hark listens on.
+    assert_eq!(
+        listening(proc.0.id()),
+        vec![("127.0.0.1".to_string(), port)]
+    );
+}
