@@ -280,11 +280,13 @@ impl Journal {
         for p in &self.records {
             data.extend_from_slice(&p.entry.framed());
         }
-        let result = if data.is_empty() && !self.path.exists() {
-            Ok(())
-        } else {
-            crate::fsutil::write_atomic(&self.path, &data).map_err(|e| format!("{e:#}"))
-        };
+        if data.is_empty() && !self.path.exists() {
+            // Nothing to keep and no file yet: create none (appends create it).
+            self.file = None;
+            self.error = None;
+            return;
+        }
+        let result = crate::fsutil::write_atomic(&self.path, &data).map_err(|e| format!("{e:#}"));
         let reopened = result.and_then(|()| {
             OpenOptions::new()
                 .create(true)

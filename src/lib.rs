@@ -36,6 +36,7 @@ pub mod detector;
 pub mod devices;
 pub mod discovery;
 pub mod dsp;
+pub mod evidence;
 pub mod frontend;
 pub mod fsutil;
 pub mod health;

@@ -1,0 +1,293 @@
+//! Evidence clips: the sound of every event, written as a WAV beside the bank.
+//!
+//! One thread per source. The dsp stage hands it a copy of each chunk it takes from the
+//! ring (at the capture rate); it keeps the last seconds in memory as pre-roll, so a
+//! clip never reads anything back from disk. Inference tells it when an event starts
+//! and ends (in stream seconds); the clip spans `pre_s` before the start to `post_s`
+//! after the end (at most [`MAX_CLIP_S`]), and is written once, whole, when it is
+//! complete: one write per event, which is what an SD card wants. Then retention runs:
+//! the oldest clips go while there are more than `max_files`, more than `max_mb`, or
+//! older than `max_days`. The clip's path is in the event payload (`"clip"`).
+
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use crossbeam_channel::{Receiver, select};
+
+/// Longest clip, in seconds (a long event is cut; memory stays bounded).
+pub const MAX_CLIP_S: f64 = 120.0;
+/// Seconds of pre-roll kept beyond `pre_s`: the event's start is known only a window
+/// and a few hops after the sound began.
+const DECISION_LAG_S: f64 = 10.0;
+
+/// Where and how much evidence a source keeps.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EvidenceConfig {
+    /// Directory of the clips.
+    pub dir: PathBuf,
+    /// Seconds before the event's start.
+    pub pre_s: f64,
+    /// Seconds after its end.
+    pub post_s: f64,
+    /// Most clips kept.
+    pub max_files: usize,
+    /// Most megabytes kept.
+    pub max_mb: f64,
+    /// Oldest clip kept, in days.
+    pub max_days: f64,
+}
+
+impl EvidenceConfig {
+    /// The clip path of event `id`.
+    pub fn clip_path(&self, id: &str) -> PathBuf {
+        self.dir.join(format!("{id}.wav"))
+    }
+}
+
+/// What inference tells the evidence thread.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Note {
+    /// An event began; its sound starts at `t_start` (stream seconds).
+    Start {
+        /// Event id (the clip's file name).
+        id: String,
+        /// Stream seconds.
+        t_start: f64,
+    },
+    /// The event ended at `t_end`.
+    End {
+        /// Event id.
+        id: String,
+        /// Stream seconds.
+        t_end: f64,
+    },
+}
+
+struct Clip {
+    id: String,
+    samples: Vec<f32>,
+    /// Stream seconds at which the clip is complete.
+    until: f64,
+}
+
+/// The evidence thread body: runs until the audio sender (dsp) hangs up; a clip still
+/// open then is written as it is.
+pub fn run(cfg: EvidenceConfig, rate_hz: u32, audio: Receiver<Vec<f32>>, notes: Receiver<Note>) {
+    let rate = rate_hz as f64;
+    let keep = ((cfg.pre_s + DECISION_LAG_S) * rate) as usize;
+    let mut pre: VecDeque<f32> = VecDeque::with_capacity(keep);
+    let mut seen = 0u64; // samples so far: the stream clock
+    let mut clip: Option<Clip> = None;
+    let mut notes_open = true;
+    loop {
+        let chunk = if notes_open {
+            select! {
+                recv(audio) -> a => match a { Ok(a) => a, Err(_) => break },
+                recv(notes) -> n => {
+                    match n {
+                        Ok(Note::Start { id, t_start }) => {
+                            if let Some(c) = clip.take() {
+                                finish(&cfg, rate_hz, c);
+                            }
+                            // Pre-roll from memory: everything since t_start - pre_s.
+                            let first = ((t_start - cfg.pre_s).max(0.0) * rate) as u64;
+                            let oldest = seen - pre.len() as u64;
+                            let skip = first.saturating_sub(oldest) as usize;
+                            clip = Some(Clip {
+                                id,
+                                samples: pre.iter().skip(skip).copied().collect(),
+                                until: t_start + MAX_CLIP_S,
+                            });
+                        }
+                        Ok(Note::End { id, t_end }) => {
+                            if let Some(c) = clip.as_mut().filter(|c| c.id == id) {
+                                c.until = c.until.min(t_end + cfg.post_s);
+                            }
+                        }
+                        Err(_) => notes_open = false,
+                    }
+                    continue;
+                }
+            }
+        } else {
+            match audio.recv() {
+                Ok(a) => a,
+                Err(_) => break,
+            }
+        };
+        seen += chunk.len() as u64;
+        pre.extend(&chunk);
+        let excess = pre.len().saturating_sub(keep);
+        pre.drain(..excess);
+        let done = match clip.as_mut() {
+            Some(c) => {
+                c.samples.extend(&chunk);
+                let have = seen as f64 / rate;
+                if have >= c.until {
+                    // Trim what came after the end.
+                    let over = ((have - c.until) * rate) as usize;
+                    let n = c.samples.len().saturating_sub(over);
+                    c.samples.truncate(n);
+                    true
+                } else {
+                    false
+                }
+            }
+            None => false,
+        };
+        if done && let Some(c) = clip.take() {
+            finish(&cfg, rate_hz, c);
+        }
+    }
+    if let Some(c) = clip.take() {
+        finish(&cfg, rate_hz, c);
+    }
+}
+
+/// Writes a finished clip (temp file, then rename) and applies retention.
+fn finish(cfg: &EvidenceConfig, rate_hz: u32, clip: Clip) {
+    let path = cfg.clip_path(&clip.id);
+    let tmp = cfg.dir.join(format!(".{}.wav.tmp", clip.id));
+    let written = std::fs::create_dir_all(&cfg.dir)
+        .map_err(anyhow::Error::from)
+        .and_then(|()| crate::wav::write_mono_i16(&tmp, rate_hz, &clip.samples))
+        .and_then(|()| std::fs::rename(&tmp, &path).map_err(anyhow::Error::from));
+    match written {
+        Ok(()) => tracing::info!(
+            clip = %path.display(),
+            seconds = clip.samples.len() as f64 / rate_hz as f64,
+            "evidence clip written"
+        ),
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            tracing::error!(clip = %path.display(), "evidence clip not written: {e:#}");
+        }
+    }
+    prune(cfg, SystemTime::now());
+}
+
+/// Deletes the oldest clips in `cfg.dir` until count, size and age are within bounds.
+/// Returns how many it removed.
+pub fn prune(cfg: &EvidenceConfig, now: SystemTime) -> usize {
+    let Ok(entries) = std::fs::read_dir(&cfg.dir) else {
+        return 0;
+    };
+    let mut clips: Vec<(SystemTime, u64, PathBuf)> = entries
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "wav"))
+        .filter_map(|e| {
+            let m = e.metadata().ok()?;
+            Some((m.modified().ok()?, m.len(), e.path()))
+        })
+        .collect();
+    clips.sort();
+    let max_age = Duration::from_secs_f64(cfg.max_days * 86_400.0);
+    let mut total: u64 = clips.iter().map(|c| c.1).sum();
+    let max_bytes = (cfg.max_mb * 1e6) as u64;
+    let mut removed = 0;
+    for (i, (modified, size, path)) in clips.iter().enumerate() {
+        let left = clips.len() - i;
+        let too_old = now.duration_since(*modified).unwrap_or_default() > max_age;
+        if left > cfg.max_files || total > max_bytes || too_old {
+            if std::fs::remove_file(path).is_ok() {
+                removed += 1;
+                total -= size;
+            }
+        } else {
+            break;
+        }
+    }
+    removed
+}
+
+/// True when `path` is inside `dir` (for tests and messages).
+pub fn is_in(path: &Path, dir: &Path) -> bool {
+    path.starts_with(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crossbeam_channel::bounded;
+
+    fn cfg(dir: &Path) -> EvidenceConfig {
+        EvidenceConfig {
+            dir: dir.to_path_buf(),
+            pre_s: 1.0,
+            post_s: 0.5,
+            max_files: 3,
+            max_mb: 100.0,
+            max_days: 30.0,
+        }
+    }
+
+    #[test]
+    fn a_clip_spans_pre_roll_event_and_post_roll_exactly() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = cfg(dir.path());
+        let rate = 1000u32;
+        let (atx, arx) = bounded(1024);
+        let (ntx, nrx) = bounded(8);
+        let c2 = c.clone();
+        let t = std::thread::spawn(move || run(c2, rate, arx, nrx));
+        // A ramp: sample i has value i / 10_000, so the clip's samples say where they were.
+        let value = |i: usize| i as f32 / 10_000.0;
+        let mut sent = 0;
+        let mut send = |n: usize| {
+            let chunk: Vec<f32> = (sent..sent + n).map(value).collect();
+            sent += n;
+            atx.send(chunk).unwrap();
+        };
+        send(3000); // 3 s
+        std::thread::sleep(Duration::from_millis(50));
+        ntx.send(Note::Start {
+            id: "e1".into(),
+            t_start: 2.5,
+        })
+        .unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        send(1000); // to 4 s
+        std::thread::sleep(Duration::from_millis(50));
+        ntx.send(Note::End {
+            id: "e1".into(),
+            t_end: 4.0,
+        })
+        .unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        send(2000); // to 6 s; the clip is complete at 4.5 s
+        drop(atx);
+        t.join().unwrap();
+        let clip = crate::wav::Clip::read(&c.clip_path("e1")).unwrap();
+        let x = clip.mono(None);
+        // 1.5 s .. 4.5 s: 3000 samples, from sample 1500 on.
+        assert_eq!(x.len(), 3000);
+        assert!((x[0] - value(1500)).abs() < 1e-4, "{}", x[0]);
+        assert!((x[2999] - value(4499)).abs() < 1e-4, "{}", x[2999]);
+    }
+
+    #[test]
+    fn retention_drops_the_oldest_by_count_and_age() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = cfg(dir.path());
+        for i in 0..5 {
+            let p = dir.path().join(format!("e{i}.wav"));
+            crate::wav::write_mono_i16(&p, 1000, &[0.0; 10]).unwrap();
+            let f = std::fs::File::options().write(true).open(&p).unwrap();
+            f.set_modified(SystemTime::now() - Duration::from_secs(100 - i * 10))
+                .unwrap();
+        }
+        assert_eq!(prune(&c, SystemTime::now()), 2);
+        let mut left: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["e2.wav", "e3.wav", "e4.wav"]);
+        let old = EvidenceConfig { max_days: 1.0, ..c };
+        assert_eq!(
+            prune(&old, SystemTime::now() + Duration::from_secs(2 * 86_400)),
+            3
+        );
+    }
+}
