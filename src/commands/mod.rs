@@ -6,6 +6,7 @@ mod eval;
 mod geometry;
 mod offline;
 mod plot;
+mod progress;
 mod record;
 mod score;
 mod train;
@@ -28,6 +29,9 @@ pub struct Cli {
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+    /// No progress bars (they are drawn only on a terminal anyway).
+    #[arg(long, short, global = true)]
+    pub quiet: bool,
 }
 
 /// The commands.
@@ -190,6 +194,7 @@ pub enum Command {
 
 /// Runs one command.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
+    progress::set_quiet(cli.quiet);
     match cli.command {
         Command::Run { config } => {
             let path = config.unwrap_or_else(Config::default_path);
@@ -341,7 +346,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             json,
             plot,
         } => {
-            init_logging("warn");
+            init_logging("info");
             eval::run(&dirs, &model, json, plot.as_deref())
         }
         Command::InitModel { seed, out, front } => {
@@ -366,7 +371,7 @@ fn init_logging(level: &str) {
     use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(|| progress::LogWriter)
         .with_ansi(std::io::stderr().is_terminal());
     let _ = if std::env::var_os("JOURNAL_STREAM").is_some() {
         builder.without_time().try_init()
