@@ -104,6 +104,10 @@ pub enum Command {
         /// One JSON object per window.
         #[arg(long)]
         json: bool,
+        /// Also draw the score over time, the threshold and the events (or, in tap
+        /// mode, each knock's verdict) to this SVG.
+        #[arg(long)]
+        plot: Option<PathBuf>,
     },
     /// Train the embedding network from normal-only DCASE-layout folders (their
     /// train/ clips): ArcFace over machine identities plus anomaly-twin classes.
@@ -286,9 +290,19 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 None => enroll::from_dirs(&dirs, &model, &out, max_bank),
             }
         }
-        Command::Score { file, config, json } => {
+        Command::Score {
+            file,
+            config,
+            json,
+            plot,
+        } => {
             init_logging("warn");
-            score::run(&file, &config.unwrap_or_else(Config::default_path), json)
+            score::run(
+                &file,
+                &config.unwrap_or_else(Config::default_path),
+                json,
+                plot.as_deref(),
+            )
         }
         Command::Bench {
             json,
