@@ -9,6 +9,7 @@ mod plot;
 mod progress;
 mod record;
 mod score;
+mod status;
 mod train;
 
 use std::path::PathBuf;
@@ -163,6 +164,19 @@ pub enum Command {
         #[arg(long)]
         plot: Option<PathBuf>,
     },
+    /// What a running node last told its broker: availability, and per source its
+    /// state, score, last event and capture health (the retained topics).
+    Status {
+        /// Config naming the node and its broker [default: as `run`].
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// One JSON object per source.
+        #[arg(long)]
+        json: bool,
+        /// Most seconds to wait for the broker and its retained messages.
+        #[arg(long, default_value_t = 3.0)]
+        timeout: f64,
+    },
     /// Per-stage cost and real-time factor on this machine.
     Bench {
         /// One JSON object per measurement.
@@ -302,6 +316,22 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 &config.unwrap_or_else(Config::default_path),
                 json,
                 plot.as_deref(),
+            )
+        }
+        Command::Status {
+            config,
+            json,
+            timeout,
+        } => {
+            init_logging("warn");
+            anyhow::ensure!(
+                timeout.is_finite() && timeout > 0.0 && timeout <= 3600.0,
+                "--timeout {timeout}: must be between 0 and 3600 seconds"
+            );
+            status::run(
+                &config.unwrap_or_else(Config::default_path),
+                json,
+                std::time::Duration::from_secs_f64(timeout),
             )
         }
         Command::Bench {

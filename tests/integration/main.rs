@@ -21,5 +21,5 @@ mod tap;
 mod faults;
 // Nothing listens but the loopback embedded broker.
 mod sockets;
-// Operator experience: progress bars, `score --plot`.
+// Operator experience: progress bars, `score --plot`, `hark status`.
 mod operator;
