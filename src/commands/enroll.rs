@@ -35,8 +35,7 @@ pub fn from_dirs(
     );
     let mut embeddings = Vec::new();
     let mut origins = Vec::new();
-    let mut segment = 0u32;
-    for file in files.into_iter().flatten() {
+    for (segment, file) in files.into_iter().flatten().enumerate() {
         let clip = super::embed_clip(&embedder, front, &file, None)?;
         bar.inc(1);
         if clip.windows.is_empty() {
@@ -45,11 +44,10 @@ pub fn from_dirs(
         for (w, e) in clip.windows.iter().zip(clip.embeddings) {
             embeddings.push(e);
             origins.push(Origin {
-                segment,
+                segment: segment as u32,
                 index: w.index as u32,
             });
         }
-        segment += 1;
     }
     drop(bar);
     save(&embedder, &embeddings, &origins, out, max_bank)
