@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::bail;
 
+use super::progress::{self, Unit};
 use crate::bank::{NormalBank, Origin};
 use crate::capture::Input;
 use crate::config::Config;
@@ -23,25 +24,32 @@ pub fn from_dirs(
     }
     let embedder = Embedder::load(model)?;
     let front = embedder.meta().front;
+    let files = dirs
+        .iter()
+        .map(|d| super::wav_files(d))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let bar = progress::bar(
+        files.iter().map(Vec::len).sum::<usize>() as u64,
+        "enrolling",
+        Unit::Items("files"),
+    );
     let mut embeddings = Vec::new();
     let mut origins = Vec::new();
-    let mut segment = 0u32;
-    for dir in dirs {
-        for file in super::wav_files(dir)? {
-            let clip = super::embed_clip(&embedder, front, &file, None)?;
-            if clip.windows.is_empty() {
-                tracing::warn!(file = %file.display(), "shorter than one window ({:.2} s): skipped", front.window_seconds());
-            }
-            for (w, e) in clip.windows.iter().zip(clip.embeddings) {
-                embeddings.push(e);
-                origins.push(Origin {
-                    segment,
-                    index: w.index as u32,
-                });
-            }
-            segment += 1;
+    for (segment, file) in files.into_iter().flatten().enumerate() {
+        let clip = super::embed_clip(&embedder, front, &file, None)?;
+        bar.inc(1);
+        if clip.windows.is_empty() {
+            tracing::warn!(file = %file.display(), "shorter than one window ({:.2} s): skipped", front.window_seconds());
+        }
+        for (w, e) in clip.windows.iter().zip(clip.embeddings) {
+            embeddings.push(e);
+            origins.push(Origin {
+                segment: segment as u32,
+                index: w.index as u32,
+            });
         }
     }
+    drop(bar);
     save(&embedder, &embeddings, &origins, out, max_bank)
 }
 
@@ -67,7 +75,7 @@ pub fn from_source(
         seconds = s.learn_seconds,
         "enrolling from live input"
     );
-    super::record::capture_for(input, s, s.learn_seconds, &mut |chunk| {
+    super::record::capture_for(input, s, s.learn_seconds, "enrolling", &mut |chunk| {
         fe.push(chunk, &mut |w| windows.push(w));
         Ok(())
     })?;

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 
+use super::progress::{self, Bar, Unit};
 use crate::bank::{NormalBank, Origin};
 use crate::inference::{MAX_BANK, TARGET_FAR};
 use crate::metrics::{auc, pauc};
@@ -96,13 +97,33 @@ fn log_level(rms: f64) -> f64 {
     (rms + 1e-9).ln()
 }
 
-/// Evaluates one set; `Ok(None)` when its test clips lack one of the labels.
-pub fn evaluate(embedder: &Embedder, name: &str, dir: &Path) -> anyhow::Result<Option<SetResult>> {
+/// The labelled test clips of a set, sorted by name.
+fn test_files(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let test_dir = dir.join("test");
+    let mut tests: Vec<PathBuf> = std::fs::read_dir(&test_dir)
+        .with_context(|| format!("{}: cannot list folder", test_dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x.eq_ignore_ascii_case("wav")))
+        .filter(|p| label(p).is_some())
+        .collect();
+    tests.sort();
+    Ok(tests)
+}
+
+/// Evaluates one set; `Ok(None)` when its test clips lack one of the labels. `bar`
+/// advances by one per clip (train and test).
+pub fn evaluate(
+    embedder: &Embedder,
+    name: &str,
+    dir: &Path,
+    bar: &Bar,
+) -> anyhow::Result<Option<SetResult>> {
     let p = embedder.meta().front;
     let guard = p.frames.div_ceil(p.window_hop_frames) as u32;
     let (mut embeddings, mut origins, mut train_levels) = (Vec::new(), Vec::new(), Vec::new());
     for (segment, file) in super::wav_files(&dir.join("train"))?.iter().enumerate() {
         let (e, rms) = clip_windows(embedder, file)?;
+        bar.inc(1);
         train_levels.push(log_level(rms));
         for (index, v) in e.into_iter().enumerate() {
             embeddings.push(v);
@@ -124,19 +145,13 @@ pub fn evaluate(embedder: &Embedder, name: &str, dir: &Path) -> anyhow::Result<O
     let mu = train_levels.iter().sum::<f64>() / n;
     let sd = (train_levels.iter().map(|l| (l - mu).powi(2)).sum::<f64>() / n).sqrt() + 1e-9;
 
-    let test_dir = dir.join("test");
-    let mut tests: Vec<PathBuf> = std::fs::read_dir(&test_dir)
-        .with_context(|| format!("{}: cannot list folder", test_dir.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x.eq_ignore_ascii_case("wav")))
-        .collect();
-    tests.sort();
     let (mut normal, mut anomaly, mut level_n, mut level_a) = (vec![], vec![], vec![], vec![]);
-    for file in &tests {
+    for file in &test_files(dir)? {
         let Some(is_anomaly) = label(file) else {
             continue;
         };
         let (e, rms) = clip_windows(embedder, file)?;
+        bar.inc(1);
         let score = e.iter().map(|v| bank.nearest(v).0 as f64).sum::<f64>() / e.len() as f64;
         // The peer's loudness baseline: distance of the clip's log level from the
         // training clips' mean, in standard deviations, whichever direction.
@@ -168,35 +183,45 @@ pub fn run(dirs: &[PathBuf], model: &Path, json: bool, plot: Option<&Path>) -> a
         bail!("give at least one DCASE-layout folder (SET/train, SET/test)");
     }
     let embedder = Embedder::load(model)?;
-    let mut results = Vec::new();
+    let mut all_sets = Vec::new();
+    let mut clips = 0;
     for dir in dirs {
         for (name, set) in sets(dir)? {
-            let Some(r) = evaluate(&embedder, &name, &set)? else {
-                eprintln!("{name}: skipped (its test/ clips need both normal and anomaly labels)");
-                continue;
-            };
-            if json {
-                println!(
-                    "{}",
-                    serde_json::json!({
-                        "set": r.name, "auc": r.auc, "pauc": r.pauc, "level_auc": r.level_auc,
-                        "n_normal": r.normal.len(), "n_anomaly": r.anomaly.len(),
-                    })
-                );
-            } else {
-                println!(
-                    "{:<24} AUC {:6.2}  pAUC {:6.2}  level AUC {:6.2}  ({} normal / {} anomaly)",
-                    r.name,
-                    100.0 * r.auc,
-                    100.0 * r.pauc,
-                    100.0 * r.level_auc,
-                    r.normal.len(),
-                    r.anomaly.len()
-                );
-            }
-            results.push(r);
+            clips += super::wav_files(&set.join("train"))?.len() + test_files(&set)?.len();
+            all_sets.push((name, set));
         }
     }
+    let bar = progress::bar(clips as u64, "evaluating", Unit::Items("clips"));
+    let mut results = Vec::new();
+    for (name, set) in all_sets {
+        bar.set_message(name.clone());
+        let Some(r) = evaluate(&embedder, &name, &set, &bar)? else {
+            bar.stderr_line(&format!(
+                "{name}: skipped (its test/ clips need both normal and anomaly labels)"
+            ));
+            continue;
+        };
+        let line = if json {
+            serde_json::json!({
+                "set": r.name, "auc": r.auc, "pauc": r.pauc, "level_auc": r.level_auc,
+                "n_normal": r.normal.len(), "n_anomaly": r.anomaly.len(),
+            })
+            .to_string()
+        } else {
+            format!(
+                "{:<24} AUC {:6.2}  pAUC {:6.2}  level AUC {:6.2}  ({} normal / {} anomaly)",
+                r.name,
+                100.0 * r.auc,
+                100.0 * r.pauc,
+                100.0 * r.level_auc,
+                r.normal.len(),
+                r.anomaly.len()
+            )
+        };
+        bar.stdout_line(&line)?;
+        results.push(r);
+    }
+    drop(bar);
     if results.is_empty() {
         bail!("no set had test clips of both labels");
     }

@@ -6,8 +6,10 @@ mod eval;
 mod geometry;
 mod offline;
 mod plot;
+mod progress;
 mod record;
 mod score;
+mod status;
 mod train;
 
 use std::path::PathBuf;
@@ -28,6 +30,9 @@ pub struct Cli {
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+    /// No progress bars (they are drawn only on a terminal anyway).
+    #[arg(long, short, global = true)]
+    pub quiet: bool,
 }
 
 /// The commands.
@@ -100,6 +105,10 @@ pub enum Command {
         /// One JSON object per window.
         #[arg(long)]
         json: bool,
+        /// Also draw the score over time, the threshold and the events (or, in tap
+        /// mode, each knock's verdict) to this SVG.
+        #[arg(long)]
+        plot: Option<PathBuf>,
     },
     /// Train the embedding network from normal-only DCASE-layout folders (their
     /// train/ clips): ArcFace over machine identities plus anomaly-twin classes.
@@ -155,6 +164,19 @@ pub enum Command {
         #[arg(long)]
         plot: Option<PathBuf>,
     },
+    /// What a running node last told its broker: availability, and per source its
+    /// state, score, last event and capture health (the retained topics).
+    Status {
+        /// Config naming the node and its broker [default: as `run`].
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// One JSON object per source.
+        #[arg(long)]
+        json: bool,
+        /// Most seconds to wait for the broker and its retained messages.
+        #[arg(long, default_value_t = 3.0)]
+        timeout: f64,
+    },
     /// Per-stage cost and real-time factor on this machine.
     Bench {
         /// One JSON object per measurement.
@@ -190,6 +212,7 @@ pub enum Command {
 
 /// Runs one command.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
+    progress::set_quiet(cli.quiet);
     match cli.command {
         Command::Run { config } => {
             let path = config.unwrap_or_else(Config::default_path);
@@ -281,9 +304,35 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 None => enroll::from_dirs(&dirs, &model, &out, max_bank),
             }
         }
-        Command::Score { file, config, json } => {
+        Command::Score {
+            file,
+            config,
+            json,
+            plot,
+        } => {
             init_logging("warn");
-            score::run(&file, &config.unwrap_or_else(Config::default_path), json)
+            score::run(
+                &file,
+                &config.unwrap_or_else(Config::default_path),
+                json,
+                plot.as_deref(),
+            )
+        }
+        Command::Status {
+            config,
+            json,
+            timeout,
+        } => {
+            init_logging("warn");
+            anyhow::ensure!(
+                timeout.is_finite() && timeout > 0.0 && timeout <= 3600.0,
+                "--timeout {timeout}: must be between 0 and 3600 seconds"
+            );
+            status::run(
+                &config.unwrap_or_else(Config::default_path),
+                json,
+                std::time::Duration::from_secs_f64(timeout),
+            )
         }
         Command::Bench {
             json,
@@ -341,7 +390,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             json,
             plot,
         } => {
-            init_logging("warn");
+            init_logging("info");
             eval::run(&dirs, &model, json, plot.as_deref())
         }
         Command::InitModel { seed, out, front } => {
@@ -366,7 +415,7 @@ fn init_logging(level: &str) {
     use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(|| progress::LogWriter)
         .with_ansi(std::io::stderr().is_terminal());
     let _ = if std::env::var_os("JOURNAL_STREAM").is_some() {
         builder.without_time().try_init()

@@ -8,16 +8,18 @@ use anyhow::{Context, bail};
 use ringbuf::HeapRb;
 use ringbuf::traits::{Consumer, Observer, Split};
 
+use super::progress::{self, Unit};
 use crate::capture::Input;
 use crate::config::{Device, Mode, SourceConfig};
 use crate::health::SourceHealth;
 
-/// Captures `seconds` of mono audio from `input`, handing each chunk to `sink`.
-/// Returns the capture rate. Stops early if the input ends.
+/// Captures `seconds` of mono audio from `input`, handing each chunk to `sink`, with a
+/// progress bar labelled `what`. Returns the capture rate. Stops early if the input ends.
 pub(super) fn capture_for(
     input: Input,
     source: &SourceConfig,
     seconds: f64,
+    what: &'static str,
     sink: &mut dyn FnMut(&[f32]) -> anyhow::Result<()>,
 ) -> anyhow::Result<u32> {
     let rate = input.sample_rate_hz();
@@ -28,6 +30,7 @@ pub(super) fn capture_for(
     let mut got = 0;
     let mut buf = vec![0.0f32; 4096];
     let mut last_data = Instant::now();
+    let bar = progress::bar((seconds * 1000.0).round() as u64, what, Unit::Seconds);
     while got < want {
         let n = consumer.pop_slice(&mut buf[..(want - got).min(4096)]);
         if n == 0 {
@@ -43,7 +46,9 @@ pub(super) fn capture_for(
         last_data = Instant::now();
         sink(&buf[..n])?;
         got += n;
+        bar.set_position((got as f64 * 1000.0 / rate as f64) as u64);
     }
+    drop(bar);
     drop(capture);
     let dropped = health
         .dropped_samples
@@ -104,7 +109,7 @@ pub fn run(
     let input = Input::open(&source)?;
     let mut samples = Vec::new();
     tracing::info!(device, seconds, "recording");
-    let rate = capture_for(input, &source, seconds, &mut |chunk| {
+    let rate = capture_for(input, &source, seconds, "recording", &mut |chunk| {
         samples.extend_from_slice(chunk);
         Ok(())
     })?;

@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use anyhow::bail;
 
+use super::progress::{self, Unit};
 use crate::model::{ModelMeta, SplitMix64, save_tensors};
 use crate::train::{TrainConfig, Twin, train};
 use crate::wav::Clip;
@@ -94,7 +95,9 @@ pub fn run(o: &Options) -> anyhow::Result<()> {
     }
     let mut rng = SplitMix64(o.config.seed);
     let (mut windows, mut labels) = (Vec::new(), Vec::new());
+    let reading = progress::bar(clips.len() as u64, "reading", Unit::Items("clips"));
     for (class, file) in &clips {
+        reading.inc(1);
         let clip = Clip::read(file)?;
         let mono = clip.mono(Some(0));
         let (w, _) = crate::frontend::padded_windows(front, &mono, clip.sample_rate_hz)?;
@@ -111,6 +114,7 @@ pub fn run(o: &Options) -> anyhow::Result<()> {
             }
         }
     }
+    drop(reading);
     eprintln!(
         "training on {} windows from {} clips: {} machine classes {:?}, {} twin classes",
         windows.len(),
@@ -121,13 +125,7 @@ pub fn run(o: &Options) -> anyhow::Result<()> {
     );
     let cfg = &o.config;
     let steps = windows.len().div_ceil(cfg.batch) * cfg.epochs;
-    let bar = indicatif::ProgressBar::new(steps as u64);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{elapsed_precise} [{bar:30}] {pos}/{len} steps  {msg}",
-        )
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-    );
+    let bar = progress::bar(steps as u64, "training", Unit::Items("steps"));
     let t_train = Instant::now();
     let mut seen = 0usize;
     let (tensors, losses) = train(&meta, &windows, &labels, n_classes, cfg, &mut |s| {
@@ -143,7 +141,7 @@ pub fn run(o: &Options) -> anyhow::Result<()> {
         }
         bar.inc(1);
     })?;
-    bar.finish_and_clear();
+    drop(bar);
     let origin = format!(
         "trained: hark train {} --epochs {} --seed {}{} ({} classes, {} windows)",
         o.dirs

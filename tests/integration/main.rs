@@ -27,3 +27,5 @@ mod sockets;
 mod commands;
 // Home Assistant MQTT discovery.
 mod homeassistant;
+// Operator experience: progress bars, `score --plot`, `hark status`.
+mod operator;
