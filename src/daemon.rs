@@ -30,6 +30,8 @@ use crate::watchdog::{Watchdog, WatchedSource};
 
 /// Windows queued between dsp and inference (~16 s at the default hop).
 const WINDOW_QUEUE: usize = 64;
+/// Audio chunks queued for the evidence thread (~1 minute at 4096 samples per chunk).
+const EVIDENCE_QUEUE: usize = 256;
 /// Reports queued between inference and alarm.
 const REPORT_QUEUE: usize = 1024;
 
@@ -96,6 +98,8 @@ pub fn load_source(s: &SourceConfig, cfg_file: &Path) -> anyhow::Result<Loaded> 
 }
 
 struct Running {
+    /// The evidence thread; it ends once dsp and inference have.
+    evidence: Option<JoinHandle<()>>,
     name: String,
     capture: Option<Capture>,
     dsp: JoinHandle<()>,
@@ -233,7 +237,13 @@ pub fn run(cfg: &Config, shutdown: &AtomicBool) -> anyhow::Result<()> {
         drop(r.capture.take());
     }
     for (r, t) in running.into_iter().zip(&summaries) {
-        for (stage, h) in [("dsp", r.dsp), ("inference", r.inference)] {
+        let stages = [
+            ("dsp", Some(r.dsp)),
+            ("inference", Some(r.inference)),
+            ("evidence", r.evidence),
+        ];
+        for (stage, h) in stages {
+            let Some(h) = h else { continue };
             if h.join().is_err() {
                 tracing::error!(source = %r.name, stage, "stage panicked");
             }
@@ -280,6 +290,35 @@ fn start_source(
         )?)),
     };
     let (window_tx, window_rx) = bounded(WINDOW_QUEUE);
+    // Evidence: dsp copies the audio, inference marks the events, a thread writes clips.
+    let (audio_tx, evidence) = match &s.evidence {
+        Some(ev) => {
+            // The audio runs ahead of the decisions by at most the ring, the window
+            // queue and one window; live, it is about one window.
+            let hop_s = (loaded.front.window_hop_frames * loaded.front.hop) as f64
+                / loaded.front.sample_rate_hz as f64;
+            let window_s = (loaded.front.frames * loaded.front.hop) as f64
+                / loaded.front.sample_rate_hz as f64;
+            let lag_s = if lossless {
+                s.ring_seconds + WINDOW_QUEUE as f64 * hop_s + window_s + 2.0
+            } else {
+                window_s + 8.0
+            };
+            let (audio_tx, audio_rx) = bounded(EVIDENCE_QUEUE);
+            let (note_tx, note_rx) = bounded(16);
+            let ev2 = ev.clone();
+            let thread = std::thread::Builder::new()
+                .name("evidence".into())
+                .spawn(move || crate::evidence::run(ev2, rate, lag_s, audio_rx, note_rx))
+                .context("cannot start an evidence thread")?;
+            (Some(audio_tx), Some((ev.clone(), note_tx, thread)))
+        }
+        None => (None, None),
+    };
+    let (evidence_for_inference, evidence_thread) = match evidence {
+        Some((cfg, notes, thread)) => (Some((cfg, notes)), Some(thread)),
+        None => (None, None),
+    };
     let inference = Inference {
         source: index,
         name: s.name.clone(),
@@ -293,6 +332,7 @@ fn start_source(
         commands,
         lossless,
         health: health.clone(),
+        evidence: evidence_for_inference,
     };
     let inference = std::thread::Builder::new()
         .name("inference".into())
@@ -305,10 +345,13 @@ fn start_source(
     let stop = capture.stop_flag();
     let dsp = std::thread::Builder::new()
         .name("dsp".into())
-        .spawn(move || crate::dsp::run(consumer, front, window_tx, lossless, health, stop))
+        .spawn(move || {
+            crate::dsp::run(consumer, front, window_tx, lossless, health, stop, audio_tx)
+        })
         .context("cannot start a dsp thread")?;
     tracing::info!(source = %s.name, rate_hz = rate, "capture started");
     Ok(Running {
+        evidence: evidence_thread,
         name: s.name.clone(),
         capture: Some(capture),
         dsp,

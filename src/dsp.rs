@@ -18,7 +18,8 @@ use crate::health::SourceHealth;
 /// Samples taken from the ring per step.
 const CHUNK: usize = 4096;
 
-/// The dsp thread body. Returns when the producer is gone (or `stop` is set) and the
+/// The dsp thread body. With `evidence`, a copy of every chunk goes to the source's
+/// evidence thread. Returns when the producer is gone (or `stop` is set) and the
 /// ring is drained, or when inference has hung up.
 pub fn run(
     mut ring: HeapCons<f32>,
@@ -27,7 +28,9 @@ pub fn run(
     lossless: bool,
     health: Arc<SourceHealth>,
     stop: Arc<AtomicBool>,
+    evidence: Option<Sender<(u64, Vec<f32>)>>,
 ) {
+    let mut position = 0u64;
     let idle = Duration::from_secs_f64(front.idle_seconds());
     let mut buf = vec![0.0f32; CHUNK];
     let mut open = true;
@@ -48,6 +51,17 @@ pub fn run(
                 .fetch_add(clipped as u64, Ordering::Relaxed);
         }
         health.samples_in.fetch_add(n as u64, Ordering::Relaxed);
+        if let Some(tx) = &evidence {
+            // Live, a full queue loses evidence audio, never windows (the evidence
+            // thread fills the gap with silence); a lossless replay waits.
+            let chunk = (position, buf[..n].to_vec());
+            let _ = if lossless {
+                tx.send(chunk).map_err(|_| ())
+            } else {
+                tx.try_send(chunk).map_err(|_| ())
+            };
+        }
+        position += n as u64;
         let began = std::time::Instant::now();
         front.push(&buf[..n], &mut |w| {
             health.set_level_dbfs(w.level_dbfs);

@@ -17,9 +17,6 @@ use crossbeam_channel::{Receiver, select};
 
 /// Longest clip, in seconds (a long event is cut; memory stays bounded).
 pub const MAX_CLIP_S: f64 = 120.0;
-/// Seconds of pre-roll kept beyond `pre_s`: the event's start is known only a window
-/// and a few hops after the sound began.
-const DECISION_LAG_S: f64 = 10.0;
 
 /// Where and how much evidence a source keeps.
 #[derive(Debug, Clone, PartialEq)]
@@ -72,10 +69,18 @@ struct Clip {
 }
 
 /// The evidence thread body: runs until the audio sender (dsp) hangs up; a clip still
-/// open then is written as it is.
-pub fn run(cfg: EvidenceConfig, rate_hz: u32, audio: Receiver<Vec<f32>>, notes: Receiver<Note>) {
+/// open then is written as it is. `lag_s`: how far, at most, the audio runs ahead of
+/// the event decisions (a window, the queues between the stages); that much more than
+/// `pre_s` is kept in memory.
+pub fn run(
+    cfg: EvidenceConfig,
+    rate_hz: u32,
+    lag_s: f64,
+    audio: Receiver<(u64, Vec<f32>)>,
+    notes: Receiver<Note>,
+) {
     let rate = rate_hz as f64;
-    let keep = ((cfg.pre_s + DECISION_LAG_S) * rate) as usize;
+    let keep = ((cfg.pre_s + lag_s) * rate) as usize;
     let mut pre: VecDeque<f32> = VecDeque::with_capacity(keep);
     let mut seen = 0u64; // samples so far: the stream clock
     let mut clip: Option<Clip> = None;
@@ -116,6 +121,15 @@ pub fn run(cfg: EvidenceConfig, rate_hz: u32, audio: Receiver<Vec<f32>>, notes: 
                 Err(_) => break,
             }
         };
+        let (at, mut chunk) = chunk;
+        if at > seen {
+            // Chunks were dropped (the queue was full): keep the clock, fill with silence.
+            let gap = ((at - seen) as usize).min(keep);
+            let mut filled = vec![0.0; gap];
+            filled.extend_from_slice(&chunk);
+            chunk = filled;
+            seen = at - gap as u64;
+        }
         seen += chunk.len() as u64;
         pre.extend(&chunk);
         let excess = pre.len().saturating_sub(keep);
@@ -230,14 +244,14 @@ mod tests {
         let (atx, arx) = bounded(1024);
         let (ntx, nrx) = bounded(8);
         let c2 = c.clone();
-        let t = std::thread::spawn(move || run(c2, rate, arx, nrx));
+        let t = std::thread::spawn(move || run(c2, rate, 2.0, arx, nrx));
         // A ramp: sample i has value i / 10_000, so the clip's samples say where they were.
         let value = |i: usize| i as f32 / 10_000.0;
         let mut sent = 0;
         let mut send = |n: usize| {
             let chunk: Vec<f32> = (sent..sent + n).map(value).collect();
+            atx.send((sent as u64, chunk)).unwrap();
             sent += n;
-            atx.send(chunk).unwrap();
         };
         send(3000); // 3 s
         std::thread::sleep(Duration::from_millis(50));

@@ -52,6 +52,11 @@ pub struct Inference {
     pub commands: Option<Receiver<StationCommand>>,
     /// Shared counters.
     pub health: Arc<SourceHealth>,
+    /// Evidence clips: where they go, and the evidence thread to tell.
+    pub evidence: Option<(
+        crate::evidence::EvidenceConfig,
+        Sender<crate::evidence::Note>,
+    )>,
 }
 
 enum Phase {
@@ -327,6 +332,7 @@ impl Inference {
             r.event.kind = EventKind::End;
             r.event.ts_end = Some(SystemTime::now());
             r.event.t_end = last_t;
+            self.note_end(&r.event);
             send(Report::Event {
                 source: self.source,
                 event: r.event,
@@ -441,6 +447,16 @@ impl Inference {
         reply
     }
 
+    /// Tells the evidence thread that an event is over.
+    fn note_end(&self, event: &Event) {
+        if let Some((_, notes)) = &self.evidence {
+            let _ = notes.try_send(crate::evidence::Note::End {
+                id: event.id.clone(),
+                t_end: event.t_end,
+            });
+        }
+    }
+
     /// How many neighbouring windows overlap one window (none for knocks).
     fn overlap_guard(&self) -> u32 {
         let p = self.embedder.meta().front;
@@ -511,7 +527,7 @@ impl Inference {
                     .duration_since(SystemTime::UNIX_EPOCH)
                     .map(|d| d.as_millis())
                     .unwrap_or(0);
-                let event = Event {
+                let mut event = Event {
                     id: format!("{}-{millis}", self.name),
                     kind: EventKind::Start,
                     ts_start: now,
@@ -522,7 +538,15 @@ impl Inference {
                     threshold,
                     model: file_name(self.embedder.path()),
                     bank: file_name(&self.bank_path),
+                    clip: None,
                 };
+                if let Some((cfg, notes)) = &self.evidence {
+                    event.clip = Some(cfg.clip_path(&event.id).display().to_string());
+                    let _ = notes.try_send(crate::evidence::Note::Start {
+                        id: event.id.clone(),
+                        t_start: onset_t,
+                    });
+                }
                 tracing::warn!(source = %self.name, id = %event.id, score, threshold, "anomaly raised");
                 send(Report::Event {
                     source: self.source,
@@ -538,6 +562,7 @@ impl Inference {
                     r.event.kind = EventKind::End;
                     r.event.ts_end = Some(now);
                     r.event.t_end = w.t_end_s;
+                    self.note_end(&r.event);
                     r.event.score_max = r.event.score_max.max(score);
                     tracing::info!(source = %self.name, id = %r.event.id, score_max = r.event.score_max, "anomaly cleared");
                     send(Report::Event {

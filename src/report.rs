@@ -66,6 +66,8 @@ pub struct Event {
     pub model: String,
     /// Bank file name.
     pub bank: String,
+    /// Where the evidence clip of this event is (written once the event is over).
+    pub clip: Option<String>,
 }
 
 /// A message from an inference thread to the alarm thread.
@@ -164,7 +166,7 @@ pub fn state_json(
 
 /// `event` payload.
 pub fn event_json(e: &Event) -> Value {
-    json!({
+    let mut v = json!({
         "id": e.id,
         "type": match e.kind { EventKind::Start => "start", EventKind::Update => "update", EventKind::End => "end" },
         "ts_start": rfc3339(e.ts_start),
@@ -175,7 +177,11 @@ pub fn event_json(e: &Event) -> Value {
         "bank": e.bank,
         "t_start": (e.t_start * 1000.0).round() / 1000.0,
         "t_end": (e.t_end * 1000.0).round() / 1000.0,
-    })
+    });
+    if let Some(clip) = &e.clip {
+        v["clip"] = clip.as_str().into();
+    }
+    v
 }
 
 #[cfg(test)]
@@ -202,6 +208,7 @@ mod tests {
             threshold: 0.2,
             model: "default.safetensors".into(),
             bank: "pump.bank.safetensors".into(),
+            clip: None,
         };
         let j = event_json(&e);
         for key in [

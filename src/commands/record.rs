@@ -90,6 +90,7 @@ pub(super) fn adhoc_source(
         clear_m: 1,
         threshold_scale: 1.0,
         ring_seconds: 4.0,
+        evidence: None,
         tap: Default::default(),
     }
 }

@@ -208,6 +208,8 @@ pub struct SourceConfig {
     pub threshold_scale: f64,
     /// Ring capacity in seconds.
     pub ring_seconds: f64,
+    /// Evidence clips of events (continuous sources), or `None` when off.
+    pub evidence: Option<crate::evidence::EvidenceConfig>,
     /// Knock detection (tap mode); `post_ms` follows from the model's window.
     pub tap: crate::tap::TapParams,
 }
@@ -398,6 +400,28 @@ impl RawConfig {
                     "must be in 4000..=384000",
                 ));
             }
+            for (k, v, lo, hi) in [
+                ("evidence_pre_s", s.evidence_pre_s, 0.0, 60.0),
+                ("evidence_post_s", s.evidence_post_s, 0.0, 60.0),
+                ("evidence_max_mb", s.evidence_max_mb, 0.1, 1e6),
+                ("evidence_max_days", s.evidence_max_days, 0.01, 3650.0),
+            ] {
+                if !(v.is_finite() && (lo..=hi).contains(&v)) {
+                    return Err(invalid(&key(k), &v, &format!("must be in {lo}..={hi}")));
+                }
+            }
+            if s.evidence_max_files == 0 {
+                return Err(invalid(&key("evidence_max_files"), &0, "must be >= 1"));
+            }
+            let evidence =
+                (s.evidence && mode == Mode::Continuous).then(|| crate::evidence::EvidenceConfig {
+                    dir: state_dir.join("evidence").join(&s.name),
+                    pre_s: s.evidence_pre_s,
+                    post_s: s.evidence_post_s,
+                    max_files: s.evidence_max_files,
+                    max_mb: s.evidence_max_mb,
+                    max_days: s.evidence_max_days,
+                });
             if !(s.tap_threshold_db.is_finite() && (3.0..=80.0).contains(&s.tap_threshold_db)) {
                 return Err(invalid(
                     &key("tap_threshold_db"),
@@ -465,6 +489,7 @@ impl RawConfig {
                 clear_m: s.clear_m,
                 threshold_scale: s.threshold_scale,
                 ring_seconds: s.ring_seconds,
+                evidence,
                 tap: crate::tap::TapParams {
                     threshold_db: s.tap_threshold_db,
                     refractory_ms: s.tap_refractory_ms,

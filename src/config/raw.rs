@@ -150,6 +150,24 @@ pub struct RawSource {
     /// Capacity of the capture ring in seconds of audio.
     #[serde(default = "default_ring_seconds")]
     pub ring_seconds: f64,
+    /// Continuous sources: write the sound of every event to `state_dir/evidence/<name>/`.
+    #[serde(default = "default_true")]
+    pub evidence: bool,
+    /// Seconds of sound kept before an event's start.
+    #[serde(default = "default_evidence_roll")]
+    pub evidence_pre_s: f64,
+    /// Seconds of sound kept after its end.
+    #[serde(default = "default_evidence_roll")]
+    pub evidence_post_s: f64,
+    /// Most evidence clips kept (the oldest go first).
+    #[serde(default = "default_evidence_files")]
+    pub evidence_max_files: usize,
+    /// Most megabytes of evidence kept.
+    #[serde(default = "default_evidence_mb")]
+    pub evidence_max_mb: f64,
+    /// Oldest evidence kept, in days.
+    #[serde(default = "default_evidence_days")]
+    pub evidence_max_days: f64,
     /// Tap mode: a knock is a frame this many dB over the noise floor.
     #[serde(default = "default_tap_threshold")]
     pub tap_threshold_db: f32,
@@ -235,4 +253,20 @@ fn default_replay_speed() -> f64 {
 
 fn default_discovery_prefix() -> String {
     "homeassistant".into()
+}
+
+fn default_evidence_roll() -> f64 {
+    5.0
+}
+
+fn default_evidence_files() -> usize {
+    200
+}
+
+fn default_evidence_mb() -> f64 {
+    100.0
+}
+
+fn default_evidence_days() -> f64 {
+    30.0
 }
