@@ -3,11 +3,10 @@
 //! back (and `mute 0` ends it), `learn_start`/`learn_stop` add what was heard between.
 
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::Duration;
 
 use crate::util::{
-    Collector, Msg, Proc, SERIAL, concat_wav, hark, mosquitto, run_ok, shared_data, shipped_model,
+    Collector, Msg, SERIAL, concat_wav, hark, mosquitto, run_ok, shared_data, shipped_model,
 };
 
 fn reply(sub: &Collector, cmd: &str) -> serde_json::Value {
@@ -86,14 +85,7 @@ bank = "{bank}"
     let config = dir.path().join("hark.toml");
     std::fs::write(&config, cfg).unwrap();
     let sub = Collector::connect(port, "hark/ops/#", Duration::from_secs(5));
-    let mut proc = Proc(
-        hark()
-            .args(["run", "--config"])
-            .arg(&config)
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
+    let mut proc = crate::util::spawn_hark(&config);
     let cmd = |c: &str| sub.publish("hark/ops/fan/cmd", c);
     // Learning while armed: the first normal stretch is added to the bank.
     sub.wait_for(Duration::from_secs(10), |m| m.topic == "hark/ops/fan/state")

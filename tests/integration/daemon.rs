@@ -3,12 +3,11 @@
 //! learns, arms, and publishes to a real broker that a subscriber watches.
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
 
 use crate::util::{
-    Collector, Proc, SERIAL, concat_wav, free_port, hark, mosquitto, shared_data, shipped_model,
-    wait_for_port,
+    Collector, Proc, SERIAL, concat_wav, free_port, mosquitto, shared_data, shipped_model,
+    spawn_hark, wait_for_port,
 };
 
 /// Seconds one window spans with the shipped model.
@@ -63,17 +62,6 @@ learn_seconds = {learn}
     let path = dir.join("hark.toml");
     std::fs::write(&path, cfg).unwrap();
     path
-}
-
-fn spawn_hark(config: &Path) -> Proc {
-    Proc(
-        hark()
-            .args(["run", "--config"])
-            .arg(config)
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    )
 }
 
 /// The assertions both broker flavours share.

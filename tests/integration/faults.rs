@@ -76,14 +76,7 @@ learn_seconds = 4
     let config = dir.path().join("hark.toml");
     std::fs::write(&config, cfg).unwrap();
     let sub = Collector::connect(port, "hark/faults/#", Duration::from_secs(5));
-    let mut proc = Proc(
-        hark()
-            .args(["run", "--config"])
-            .arg(&config)
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
+    let mut proc = crate::util::spawn_hark(&config);
     let t = Duration::from_secs(60);
     let fault = sub.wait_for(t, |m| {
         m.topic == "hark/faults/bad/state" && m.json()["state"] == "fault"
@@ -243,14 +236,7 @@ bank = "{bank}"
     let config = dir.path().join("hark.toml");
     std::fs::write(&config, cfg).unwrap();
     let sub = Collector::connect_persistent(port, "hark/outage/#", Duration::from_secs(5));
-    let mut proc = Proc(
-        hark()
-            .args(["run", "--config"])
-            .arg(&config)
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
+    let mut proc = crate::util::spawn_hark(&config);
     let is_event = |m: &Msg| m.topic == "hark/outage/fan/event";
     // The first anomaly arrives live; then the broker goes away for 30 s.
     let first = sub.wait_for(Duration::from_secs(30), |m| {
@@ -596,14 +582,7 @@ learn_seconds = {learn}
     let config = work.join("hark.toml");
     std::fs::write(&config, cfg).unwrap();
     let sub = Collector::connect(port, "hark/disk/#", Duration::from_secs(5));
-    let mut proc = Proc(
-        hark()
-            .args(["run", "--config"])
-            .arg(&config)
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
+    let mut proc = crate::util::spawn_hark(&config);
     let t = Duration::from_secs(60);
     let event = sub.wait_for(t, |m| {
         m.topic == "hark/disk/fan/event" && m.json()["type"] == "start"

@@ -4,12 +4,9 @@
 
 use std::collections::HashSet;
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::Duration;
 
-use crate::util::{
-    Collector, Proc, SERIAL, concat_wav, hark, mosquitto, shared_data, shipped_model,
-};
+use crate::util::{Collector, SERIAL, concat_wav, mosquitto, shared_data, shipped_model};
 
 #[test]
 fn discovery_configs_reference_topics_hark_publishes() {
@@ -63,14 +60,7 @@ bank = "{tap_bank}"
     let config = dir.path().join("hark.toml");
     std::fs::write(&config, cfg).unwrap();
     let all = Collector::connect(port, "#", Duration::from_secs(5));
-    let mut proc = Proc(
-        hark()
-            .args(["run", "--config"])
-            .arg(&config)
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
+    let mut proc = crate::util::spawn_hark(&config);
     let t = Duration::from_secs(60);
     let heard = all
         .wait_for(t, |m| m.topic == "hark/ha/fan/last_event")

@@ -6,7 +6,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use crate::util::{
-    Collector, Msg, Proc, SERIAL, concat_wav, free_port, hark, mosquitto, run_ok, shared_data,
+    Collector, Msg, SERIAL, concat_wav, free_port, hark, mosquitto, run_ok, shared_data,
     shipped_model, system_binary,
 };
 
@@ -252,14 +252,7 @@ fn status_reads_back_what_a_running_node_retained() {
     )
     .unwrap();
     let sub = Collector::connect(port, "hark/ops/#", Duration::from_secs(5));
-    let mut proc = Proc(
-        hark()
-            .args(["run", "--config"])
-            .arg(&config)
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
+    let mut proc = crate::util::spawn_hark(&config);
     let ended = sub.wait_for(Duration::from_secs(120), |m| {
         m.topic == "hark/ops/fan/health" && m.json()["ended"] == true
     });

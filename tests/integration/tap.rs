@@ -4,12 +4,11 @@
 //! and the verdicts must separate intact from cracked bottles.
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
 
 use rand::{RngExt, SeedableRng};
 
-use crate::util::{Collector, Proc, SERIAL, hark, mosquitto, run_ok, shared_data, shipped_model};
+use crate::util::{Collector, SERIAL, hark, mosquitto, run_ok, shared_data, shipped_model};
 
 /// Writes the knock stream; returns (onset seconds, cracked?) per knock.
 pub fn knock_stream(data: &Path, out: &Path, knocks: usize) -> Vec<(f64, bool)> {
@@ -114,14 +113,7 @@ fn every_knock_gets_exactly_one_verdict_and_cracks_score_higher() {
     let truth = knock_stream(&data, &wav, 40);
     let config = station_config(dir.path(), port, &wav, &model, &bank, false);
     let sub = Collector::connect(port, "hark/#", Duration::from_secs(5));
-    let mut proc = Proc(
-        hark()
-            .args(["run", "--config"])
-            .arg(&config)
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
+    let mut proc = crate::util::spawn_hark(&config);
     let ended = sub.wait_for(Duration::from_secs(60), |m| {
         m.topic == "hark/tap/station/health" && m.json()["ended"] == true
     });
@@ -194,14 +186,7 @@ fn station_commands_update_the_bank_and_bad_ones_get_an_error() {
     };
     let before = size();
     let sub = Collector::connect(port, "hark/#", Duration::from_secs(5));
-    let mut proc = Proc(
-        hark()
-            .args(["run", "--config"])
-            .arg(&config)
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
+    let mut proc = crate::util::spawn_hark(&config);
     // The replay runs in real time: commands arrive while knocks are still coming.
     let verdicts = |n: usize| -> Option<()> {
         let deadline = std::time::Instant::now() + Duration::from_secs(30);

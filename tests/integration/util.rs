@@ -315,3 +315,15 @@ pub fn shipped_model(name: &str) -> PathBuf {
         .join("models")
         .join(name)
 }
+
+/// `hark run --config CONFIG` with stderr captured (read it with [`Proc::stderr`]).
+pub fn spawn_hark(config: &Path) -> Proc {
+    Proc(
+        hark()
+            .args(["run", "--config"])
+            .arg(config)
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    )
+}
