@@ -4,8 +4,9 @@
 //! ring (at the capture rate); it keeps the last seconds in memory as pre-roll, so a
 //! clip never reads anything back from disk. Inference tells it when an event starts
 //! and ends (in stream seconds); the clip spans `pre_s` before the start to `post_s`
-//! after the end (at most [`MAX_CLIP_S`]), and is written once, whole, when it is
-//! complete: one write per event, which is what an SD card wants. Then retention runs:
+//! after the end (at most [`MAX_CLIP_S`]). It streams to a temp file through a 256 KiB
+//! buffer (a few large writes per event, which is what an SD card wants; memory holds
+//! the pre-roll only) and is renamed to its name once complete. Then retention runs:
 //! the oldest clips go while there are more than `max_files`, more than `max_mb`, or
 //! older than `max_days`. The clip's path is in the event payload (`"clip"`).
 
@@ -61,11 +62,58 @@ pub enum Note {
     },
 }
 
+/// Bytes gathered before each write to the card: a clip goes out in a few large writes.
+const WRITE_BATCH: usize = 256 * 1024;
+
+type Writer = hound::WavWriter<std::io::BufWriter<std::fs::File>>;
+
+/// A clip being written: streamed to a temp file through a large buffer, so memory
+/// holds only the pre-roll, never the clip.
 struct Clip {
     id: String,
-    samples: Vec<f32>,
+    tmp: PathBuf,
+    writer: Result<Writer, String>,
+    samples: u64,
     /// Stream seconds at which the clip is complete.
     until: f64,
+}
+
+impl Clip {
+    fn open(cfg: &EvidenceConfig, rate_hz: u32, id: String, until: f64) -> Clip {
+        let tmp = cfg.dir.join(format!(".{id}.wav.tmp"));
+        let spec = hound::WavSpec {
+            channels: 1,
+            sample_rate: rate_hz,
+            bits_per_sample: 16,
+            sample_format: hound::SampleFormat::Int,
+        };
+        let writer = std::fs::create_dir_all(&cfg.dir)
+            .and_then(|()| std::fs::File::create(&tmp))
+            .map_err(|e| format!("{}: {e}", tmp.display()))
+            .and_then(|f| {
+                hound::WavWriter::new(std::io::BufWriter::with_capacity(WRITE_BATCH, f), spec)
+                    .map_err(|e| format!("{}: {e}", tmp.display()))
+            });
+        Clip {
+            id,
+            tmp,
+            writer,
+            samples: 0,
+            until,
+        }
+    }
+
+    fn append(&mut self, samples: impl IntoIterator<Item = f32>) {
+        let Ok(w) = self.writer.as_mut() else { return };
+        for x in samples {
+            let v = (x * 32768.0).round().clamp(-32768.0, 32767.0) as i16;
+            if let Err(e) = w.write_sample(v) {
+                self.writer = Err(format!("{}: {e}", self.tmp.display()));
+                return;
+            }
+            self.samples += 1;
+        }
+    }
 }
 
 /// The evidence thread body: runs until the audio sender (dsp) hangs up; a clip still
@@ -99,11 +147,9 @@ pub fn run(
                             let first = ((t_start - cfg.pre_s).max(0.0) * rate) as u64;
                             let oldest = seen - pre.len() as u64;
                             let skip = first.saturating_sub(oldest) as usize;
-                            clip = Some(Clip {
-                                id,
-                                samples: pre.iter().skip(skip).copied().collect(),
-                                until: t_start + MAX_CLIP_S,
-                            });
+                            let mut c = Clip::open(&cfg, rate_hz, id, t_start + MAX_CLIP_S);
+                            c.append(pre.iter().skip(skip).copied());
+                            clip = Some(c);
                         }
                         Ok(Note::End { id, t_end }) => {
                             if let Some(c) = clip.as_mut().filter(|c| c.id == id) {
@@ -130,23 +176,18 @@ pub fn run(
             chunk = filled;
             seen = at - gap as u64;
         }
+        let chunk_start = seen;
         seen += chunk.len() as u64;
         pre.extend(&chunk);
         let excess = pre.len().saturating_sub(keep);
         pre.drain(..excess);
         let done = match clip.as_mut() {
             Some(c) => {
-                c.samples.extend(&chunk);
-                let have = seen as f64 / rate;
-                if have >= c.until {
-                    // Trim what came after the end.
-                    let over = ((have - c.until) * rate) as usize;
-                    let n = c.samples.len().saturating_sub(over);
-                    c.samples.truncate(n);
-                    true
-                } else {
-                    false
-                }
+                // Up to the clip's end, not beyond.
+                let end = (c.until * rate) as u64;
+                let take = end.saturating_sub(chunk_start).min(chunk.len() as u64) as usize;
+                c.append(chunk[..take].iter().copied());
+                seen >= end
             }
             None => false,
         };
@@ -159,23 +200,25 @@ pub fn run(
     }
 }
 
-/// Writes a finished clip (temp file, then rename) and applies retention.
+/// Completes a clip (header, flush, rename over the final name) and applies retention.
 fn finish(cfg: &EvidenceConfig, rate_hz: u32, clip: Clip) {
     let path = cfg.clip_path(&clip.id);
-    let tmp = cfg.dir.join(format!(".{}.wav.tmp", clip.id));
-    let written = std::fs::create_dir_all(&cfg.dir)
-        .map_err(anyhow::Error::from)
-        .and_then(|()| crate::wav::write_mono_i16(&tmp, rate_hz, &clip.samples))
-        .and_then(|()| std::fs::rename(&tmp, &path).map_err(anyhow::Error::from));
+    let written = clip.writer.and_then(|w| {
+        w.finalize()
+            .map_err(|e| format!("{}: {e}", clip.tmp.display()))
+            .and_then(|()| {
+                std::fs::rename(&clip.tmp, &path).map_err(|e| format!("{}: {e}", path.display()))
+            })
+    });
     match written {
         Ok(()) => tracing::info!(
             clip = %path.display(),
-            seconds = clip.samples.len() as f64 / rate_hz as f64,
+            seconds = clip.samples as f64 / rate_hz as f64,
             "evidence clip written"
         ),
         Err(e) => {
-            let _ = std::fs::remove_file(&tmp);
-            tracing::error!(clip = %path.display(), "evidence clip not written: {e:#}");
+            let _ = std::fs::remove_file(&clip.tmp);
+            tracing::error!(clip = %path.display(), "evidence clip not written: {e}");
         }
     }
     prune(cfg, SystemTime::now());
