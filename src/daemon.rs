@@ -30,8 +30,8 @@ use crate::watchdog::{Watchdog, WatchedSource};
 
 /// Windows queued between dsp and inference (~16 s at the default hop).
 const WINDOW_QUEUE: usize = 64;
-/// Audio chunks queued for the evidence thread (~1 minute at 4096 samples per chunk).
-const EVIDENCE_QUEUE: usize = 256;
+/// Audio chunks queued for the evidence thread (~16 s at 16 kHz, 4096 samples a chunk).
+const EVIDENCE_QUEUE: usize = 64;
 /// Reports queued between inference and alarm.
 const REPORT_QUEUE: usize = 1024;
 
@@ -302,7 +302,7 @@ fn start_source(
             let lag_s = if lossless {
                 s.ring_seconds + WINDOW_QUEUE as f64 * hop_s + window_s + 2.0
             } else {
-                window_s + 8.0
+                window_s + 4.0
             };
             let (audio_tx, audio_rx) = bounded(EVIDENCE_QUEUE);
             let (note_tx, note_rx) = bounded(16);
