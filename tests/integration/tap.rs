@@ -89,9 +89,10 @@ fn station_config(
 ) -> PathBuf {
     let config = dir.join("hark.toml");
     let text = format!(
-        "node = \"tap\"\n[mqtt]\nurl = \"mqtt://127.0.0.1:{port}\"\nhealth_interval_s = 0.5\n\
+        "node = \"tap\"\nstate_dir = \"{}\"\n[mqtt]\nurl = \"mqtt://127.0.0.1:{port}\"\nhealth_interval_s = 0.5\n\
          [[source]]\nname = \"station\"\ndevice = \"file:{}\"\nrealtime = {realtime}\nmode = \"tap\"\n\
          model = \"{}\"\nbank = \"{}\"\n",
+        dir.display(),
         wav.display(),
         model.display(),
         bank.display()
