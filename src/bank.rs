@@ -8,8 +8,9 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-/// Version of the bank-file layout.
-pub const BANK_FORMAT_VERSION: u32 = 1;
+/// Version of the bank-file layout. Version 2 added the optional per-row notes
+/// (`profiles`, `origins` and the `clips` list); version 1 files still load.
+pub const BANK_FORMAT_VERSION: u32 = 2;
 
 /// How far from 1 the norm of a stored embedding may be (embeddings are unit-norm).
 pub const UNIT_NORM_TOLERANCE: f32 = 1e-3;
@@ -38,11 +39,25 @@ pub struct Calibration {
 /// a factor, not an offset, carries across models and machines.
 pub const THRESHOLD_MARGIN: f32 = 2.0;
 
+/// What a bank row was made from, so an anomaly can be explained against it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RowNote {
+    /// The window's mean level in each mel band, dB ([`crate::explain::profile`]).
+    pub profile: Vec<f32>,
+    /// The clip the window came from: a file's path, or a live segment such as
+    /// `live:2026-11-21T10:00:00.000Z`.
+    pub clip: String,
+    /// Where the window starts inside that clip, seconds.
+    pub t: f32,
+}
+
 /// Unit-norm normal embeddings (row-major, `len × dim`) with calibration.
 #[derive(Debug, Clone)]
 pub struct NormalBank {
     dim: usize,
     embeddings: Vec<f32>,
+    /// One entry per row (`None`: made by an older hark, or without notes).
+    notes: Vec<Option<RowNote>>,
     /// Calibration from the enrolment windows.
     pub calibration: Calibration,
     /// sha256 of the model that made the embeddings.
@@ -73,10 +88,12 @@ pub struct Origin {
 
 impl NormalBank {
     /// Builds a bank from unit-norm embeddings: calibrates on all of them, then keeps at
-    /// most `max_size` by greedy k-center selection.
+    /// most `max_size` by greedy k-center selection. `notes` is empty or has one entry
+    /// per embedding.
     pub fn build(
         embeddings: &[Vec<f32>],
         origins: &[Origin],
+        notes: &[Option<RowNote>],
         guard: u32,
         max_size: usize,
         target_far: f32,
@@ -91,6 +108,10 @@ impl NormalBank {
             embeddings.len() == origins.len(),
             "one origin per embedding"
         );
+        anyhow::ensure!(
+            notes.is_empty() || notes.len() == embeddings.len(),
+            "one note per embedding"
+        );
         let dim = embeddings[0].len();
         let flat: Vec<f32> = embeddings.iter().flatten().copied().collect();
         let scores = leave_one_out_scores(&flat, dim, origins, guard);
@@ -100,9 +121,14 @@ impl NormalBank {
             .iter()
             .flat_map(|&i| flat[i * dim..(i + 1) * dim].iter().copied())
             .collect();
+        let notes = keep
+            .iter()
+            .map(|&i| notes.get(i).cloned().flatten())
+            .collect();
         Ok(NormalBank {
             dim,
             embeddings,
+            notes,
             calibration,
             model_hash: model_hash.to_string(),
             n_windows: origins.len(),
@@ -114,6 +140,7 @@ impl NormalBank {
         NormalBank {
             dim: rows.first().map_or(0, Vec::len),
             embeddings: rows.iter().flatten().copied().collect(),
+            notes: vec![None; rows.len()],
             calibration,
             model_hash: model_hash.to_string(),
             n_windows: rows.len(),
@@ -125,11 +152,26 @@ impl NormalBank {
         self.embeddings.chunks_exact(self.dim)
     }
 
+    /// What row `i` was made from, if the bank knows.
+    pub fn note(&self, i: usize) -> Option<&RowNote> {
+        self.notes.get(i).and_then(Option::as_ref)
+    }
+
+    /// One note per row, in row order (for rebuilding a bank with more rows).
+    pub fn notes(&self) -> &[Option<RowNote>] {
+        &self.notes
+    }
+
     /// Adds one unit-norm embedding (a knock an operator says was good); the
-    /// calibration stays as it was.
-    pub fn push(&mut self, embedding: &[f32]) {
-        if embedding.len() == self.dim {
+    /// calibration stays as it was. The first row of an empty bank sets its width;
+    /// a row of another width is ignored.
+    pub fn push(&mut self, embedding: &[f32], note: Option<RowNote>) {
+        if self.embeddings.is_empty() {
+            self.dim = embedding.len();
+        }
+        if embedding.len() == self.dim && self.dim > 0 {
             self.embeddings.extend_from_slice(embedding);
+            self.notes.push(note);
         }
     }
 
@@ -178,15 +220,49 @@ impl NormalBank {
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
         .collect();
-        crate::model::save_tensors(
-            path,
-            &[(
-                "embeddings".into(),
-                vec![self.len(), self.dim],
-                self.embeddings.clone(),
-            )],
-            meta,
-        )
+        let mut meta = meta;
+        let mut tensors = vec![(
+            "embeddings".into(),
+            vec![self.len(), self.dim],
+            self.embeddings.clone(),
+        )];
+        if let Some((profiles, origins, clips)) = self.flat_notes() {
+            tensors.push((
+                "profiles".into(),
+                vec![self.len(), profiles.len() / self.len()],
+                profiles,
+            ));
+            tensors.push(("origins".into(), vec![self.len(), 2], origins));
+            meta.insert("clips".into(), serde_json::to_string(&clips)?);
+        }
+        crate::model::save_tensors(path, &tensors, meta)
+    }
+
+    /// The notes as stored: profiles `[n, bands]`, origins `[n, 2]` (index into the clip
+    /// list or −1 for a row without a note, then the time in the clip), and the clip
+    /// list. `None` when no row has a note.
+    fn flat_notes(&self) -> Option<(Vec<f32>, Vec<f32>, Vec<String>)> {
+        let bands = self.notes.iter().flatten().next()?.profile.len();
+        let mut clips: Vec<String> = Vec::new();
+        let mut index: HashMap<&str, usize> = HashMap::new();
+        let (mut profiles, mut origins) = (Vec::new(), Vec::new());
+        for note in &self.notes {
+            match note {
+                Some(n) if n.profile.len() == bands => {
+                    let i = *index.entry(n.clip.as_str()).or_insert_with(|| {
+                        clips.push(n.clip.clone());
+                        clips.len() - 1
+                    });
+                    profiles.extend_from_slice(&n.profile);
+                    origins.extend([i as f32, n.t]);
+                }
+                _ => {
+                    profiles.extend(std::iter::repeat_n(0.0, bands));
+                    origins.extend([-1.0, 0.0]);
+                }
+            }
+        }
+        Some((profiles, origins, clips))
     }
 
     /// Reads a bank and checks it belongs to the model with hash `model_hash`.
@@ -232,9 +308,9 @@ impl NormalBank {
                 .ok_or_else(|| err(format!("metadata key `{key}` = {v:?} is not a number")))
         };
         let version = get("format_version")?;
-        if version != BANK_FORMAT_VERSION.to_string() {
+        if !(1..=BANK_FORMAT_VERSION).any(|v| v.to_string() == version) {
             return Err(err(format!(
-                "metadata key `format_version` = {version:?}, this hark reads {BANK_FORMAT_VERSION}"
+                "metadata key `format_version` = {version:?}, this hark reads 1 to {BANK_FORMAT_VERSION}"
             )));
         }
         let hash = get("model_sha256")?;
@@ -287,9 +363,11 @@ impl NormalBank {
                 "metadata key `n_windows` = {n_windows:?} is not a count"
             ))
         })?;
+        let notes = read_notes(&st, &meta, shape[0]).map_err(err)?;
         Ok(NormalBank {
             dim: shape[1],
             embeddings,
+            notes,
             calibration: Calibration {
                 threshold: num("threshold")?,
                 score_mean: num("score_mean")?,
@@ -302,6 +380,81 @@ impl NormalBank {
             n_windows,
         })
     }
+}
+
+/// Reads the optional per-row notes of a bank with `rows` rows (all `None` when the
+/// file has none); the error says which tensor or key is wrong.
+fn read_notes(
+    st: &safetensors::SafeTensors,
+    meta: &HashMap<String, String>,
+    rows: usize,
+) -> Result<Vec<Option<RowNote>>, String> {
+    let (profiles, origins) = match (st.tensor("profiles"), st.tensor("origins")) {
+        (Err(_), Err(_)) => return Ok(vec![None; rows]),
+        (Ok(p), Ok(o)) => (p, o),
+        (Ok(_), Err(_)) => return Err("tensor `profiles` without tensor `origins`".into()),
+        (Err(_), Ok(_)) => return Err("tensor `origins` without tensor `profiles`".into()),
+    };
+    let floats = |t: &safetensors::tensor::TensorView, name: &str, cols: Option<usize>| {
+        let shape = t.shape();
+        let ok = t.dtype() == safetensors::Dtype::F32
+            && shape.len() == 2
+            && shape[0] == rows
+            && shape[1] > 0
+            && cols.is_none_or(|c| shape[1] == c);
+        if !ok {
+            return Err(format!(
+                "tensor `{name}` must be f32 [{rows}, {}], is {:?} {shape:?}",
+                cols.map_or("bands".to_string(), |c| c.to_string()),
+                t.dtype()
+            ));
+        }
+        let v: Vec<f32> = t
+            .data()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        match v.iter().position(|x| !x.is_finite()) {
+            Some(i) => Err(format!("tensor `{name}` holds a non-finite value at {i}")),
+            None => Ok((v, shape[1])),
+        }
+    };
+    let (profiles, bands) = floats(&profiles, "profiles", None)?;
+    let (origins, _) = floats(&origins, "origins", Some(2))?;
+    let clips = meta
+        .get("clips")
+        .ok_or("metadata key `clips` is missing (the bank has `origins`)")?;
+    let clips: Vec<String> = serde_json::from_str(clips).map_err(|_| {
+        format!(
+            "metadata key `clips` = {:?} is not a JSON list of strings",
+            crate::model::single_line(&clips.chars().take(80).collect::<String>())
+        )
+    })?;
+    profiles
+        .chunks_exact(bands)
+        .zip(origins.chunks_exact(2))
+        .enumerate()
+        .map(|(row, (profile, o))| {
+            if o[0] == -1.0 {
+                return Ok(None);
+            }
+            let clip = (o[0] >= 0.0 && o[0].fract() == 0.0)
+                .then(|| clips.get(o[0] as usize))
+                .flatten()
+                .ok_or_else(|| {
+                    format!(
+                        "tensor `origins` row {row} names clip {}, the bank lists {}",
+                        o[0],
+                        clips.len()
+                    )
+                })?;
+            Ok(Some(RowNote {
+                profile: profile.to_vec(),
+                clip: clip.clone(),
+                t: o[1],
+            }))
+        })
+        .collect()
 }
 
 /// Dot product with eight independent partial sums, so the compiler can keep them in
@@ -406,7 +559,7 @@ mod tests {
     #[test]
     fn identical_is_zero_and_orthogonal_is_one() {
         let e = vec![unit(&[1.0, 0.0, 0.0]), unit(&[0.0, 1.0, 0.0])];
-        let bank = NormalBank::build(&e, &origins(2), 0, 10, 0.01, "h").unwrap();
+        let bank = NormalBank::build(&e, &origins(2), &[], 0, 10, 0.01, "h").unwrap();
         assert!(bank.nearest(&[1.0, 0.0, 0.0]).0.abs() < 1e-6);
         assert!((bank.nearest(&[0.0, 0.0, 1.0]).0 - 1.0).abs() < 1e-6);
         assert_eq!(bank.nearest(&[0.0, 1.0, 0.0]).1, 1);
@@ -423,7 +576,7 @@ mod tests {
                 e.push(unit(&v));
             }
         }
-        let bank = NormalBank::build(&e, &origins(30), 0, 3, 0.01, "h").unwrap();
+        let bank = NormalBank::build(&e, &origins(30), &[], 0, 3, 0.01, "h").unwrap();
         assert_eq!(bank.len(), 3);
         for v in &e {
             assert!(bank.nearest(v).0 < 0.01);
@@ -467,7 +620,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("b.bank.safetensors");
         let e = vec![unit(&[1.0, 2.0]), unit(&[2.0, 1.0]), unit(&[1.0, 1.0])];
-        let bank = NormalBank::build(&e, &origins(3), 0, 10, 0.01, "abc").unwrap();
+        let bank = NormalBank::build(&e, &origins(3), &[], 0, 10, 0.01, "abc").unwrap();
         bank.save(&p).unwrap();
         let back = NormalBank::load(&p, "abc", Path::new("m.safetensors")).unwrap();
         assert_eq!(back.calibration, bank.calibration);
@@ -481,6 +634,37 @@ mod tests {
         );
         std::fs::write(&p, b"\x08\0\0\0\0\0\0\0{}").unwrap();
         assert!(NormalBank::load(&p, "abc", Path::new("m")).is_err());
+    }
+
+    #[test]
+    fn notes_survive_the_coreset_and_a_save() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("b.bank.safetensors");
+        let e = vec![unit(&[1.0, 0.0]), unit(&[1.0, 0.001]), unit(&[0.0, 1.0])];
+        let note = |clip: &str, t: f32, level: f32| {
+            Some(RowNote {
+                profile: vec![level, level + 1.0, level + 2.0],
+                clip: clip.into(),
+                t,
+            })
+        };
+        let notes = vec![note("a.wav", 0.0, -50.0), note("a.wav", 0.5, -49.0), None];
+        // A cap of 2 keeps rows 0 and 2 (row 1 sits on row 0): notes follow their rows.
+        let mut bank = NormalBank::build(&e, &origins(3), &notes, 0, 2, 0.01, "abc").unwrap();
+        assert_eq!(bank.len(), 2);
+        assert_eq!(bank.note(0), notes[0].as_ref());
+        assert_eq!(bank.note(1), None);
+        bank.push(&unit(&[1.0, 1.0]), note("live:x", 12.5, -30.0));
+        bank.save(&p).unwrap();
+        let back = NormalBank::load(&p, "abc", Path::new("m")).unwrap();
+        assert_eq!(back.notes(), bank.notes());
+        assert_eq!(back.note(2).unwrap().clip, "live:x");
+        // A bank without notes (as version 1 wrote them) loads with none.
+        NormalBank::from_parts(&e, bank.calibration.clone(), "abc")
+            .save(&p)
+            .unwrap();
+        let back = NormalBank::load(&p, "abc", Path::new("m")).unwrap();
+        assert!(back.notes().iter().all(Option::is_none) && back.notes().len() == 3);
     }
 
     #[test]

@@ -73,6 +73,11 @@ impl Detector {
         self.bank.nearest(embedding).0
     }
 
+    /// The score and which bank row was nearest (for explanations).
+    pub fn nearest(&self, embedding: &[f32]) -> (f32, usize) {
+        self.bank.nearest(embedding)
+    }
+
     /// Feeds one window's score; returns what it changed.
     pub fn update(&mut self, score: f32) -> Transition {
         let over = score > self.threshold;
@@ -113,7 +118,7 @@ mod tests {
                 index: 0,
             },
         ];
-        let mut bank = NormalBank::build(&e, &o, 0, 10, 0.01, "h").unwrap();
+        let mut bank = NormalBank::build(&e, &o, &[], 0, 10, 0.01, "h").unwrap();
         bank.calibration.threshold = 0.5;
         Detector::new(bank, 1.0, k, n, m)
     }

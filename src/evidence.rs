@@ -76,10 +76,13 @@ struct Clip {
     samples: u64,
     /// Stream seconds at which the clip is complete.
     until: f64,
+    /// The next stream sample the clip takes (it catches up from the in-memory buffer,
+    /// never past `until`, so an end known late still cuts the clip exactly).
+    next: u64,
 }
 
 impl Clip {
-    fn open(cfg: &EvidenceConfig, rate_hz: u32, id: String, until: f64) -> Clip {
+    fn open(cfg: &EvidenceConfig, rate_hz: u32, id: String, first: u64, until: f64) -> Clip {
         let tmp = cfg.dir.join(format!(".{id}.wav.tmp"));
         let spec = hound::WavSpec {
             channels: 1,
@@ -100,7 +103,26 @@ impl Clip {
             writer,
             samples: 0,
             until,
+            next: first,
         }
+    }
+
+    /// Appends what `recent` (the stream's samples up to `seen`) holds of the clip
+    /// that is not written yet; returns true once the clip is complete.
+    fn catch_up(&mut self, recent: &VecDeque<f32>, seen: u64, rate: f64) -> bool {
+        let end = (self.until * rate) as u64;
+        let oldest = seen - recent.len() as u64;
+        let from = self.next.max(oldest);
+        let to = end.min(seen);
+        if from < to {
+            self.append(
+                recent
+                    .range((from - oldest) as usize..(to - oldest) as usize)
+                    .copied(),
+            );
+            self.next = to;
+        }
+        seen >= end
     }
 
     fn append(&mut self, samples: impl IntoIterator<Item = f32>) {
@@ -140,20 +162,24 @@ pub fn run(
                 recv(notes) -> n => {
                     match n {
                         Ok(Note::Start { id, t_start }) => {
-                            if let Some(c) = clip.take() {
+                            if let Some(mut c) = clip.take() {
+                                c.catch_up(&pre, seen, rate);
                                 finish(&cfg, rate_hz, c);
                             }
                             // Pre-roll from memory: everything since t_start - pre_s.
                             let first = ((t_start - cfg.pre_s).max(0.0) * rate) as u64;
-                            let oldest = seen - pre.len() as u64;
-                            let skip = first.saturating_sub(oldest) as usize;
-                            let mut c = Clip::open(&cfg, rate_hz, id, t_start + MAX_CLIP_S);
-                            c.append(pre.iter().skip(skip).copied());
-                            clip = Some(c);
+                            clip = Some(Clip::open(&cfg, rate_hz, id, first, t_start + MAX_CLIP_S));
                         }
                         Ok(Note::End { id, t_end }) => {
                             if let Some(c) = clip.as_mut().filter(|c| c.id == id) {
                                 c.until = c.until.min(t_end + cfg.post_s);
+                                // The audio may already be past the end (a knock's
+                                // post-roll is shorter than the lag): finish now.
+                                if c.catch_up(&pre, seen, rate)
+                                    && let Some(c) = clip.take()
+                                {
+                                    finish(&cfg, rate_hz, c);
+                                }
                             }
                         }
                         Err(_) => notes_open = false,
@@ -176,24 +202,14 @@ pub fn run(
             chunk = filled;
             seen = at - gap as u64;
         }
-        let chunk_start = seen;
         seen += chunk.len() as u64;
         pre.extend(&chunk);
-        let excess = pre.len().saturating_sub(keep);
-        pre.drain(..excess);
-        let done = match clip.as_mut() {
-            Some(c) => {
-                // Up to the clip's end, not beyond.
-                let end = (c.until * rate) as u64;
-                let take = end.saturating_sub(chunk_start).min(chunk.len() as u64) as usize;
-                c.append(chunk[..take].iter().copied());
-                seen >= end
-            }
-            None => false,
-        };
+        let done = clip.as_mut().is_some_and(|c| c.catch_up(&pre, seen, rate));
         if done && let Some(c) = clip.take() {
             finish(&cfg, rate_hz, c);
         }
+        let excess = pre.len().saturating_sub(keep.max(chunk.len()));
+        pre.drain(..excess);
     }
     if let Some(c) = clip.take() {
         finish(&cfg, rate_hz, c);
@@ -321,6 +337,42 @@ mod tests {
         assert_eq!(x.len(), 3000);
         assert!((x[0] - value(1500)).abs() < 1e-4, "{}", x[0]);
         assert!((x[2999] - value(4499)).abs() < 1e-4, "{}", x[2999]);
+    }
+
+    #[test]
+    fn an_end_known_after_the_audio_passed_it_still_cuts_the_clip_exactly() {
+        // A knock: its decision comes after the audio has run past its post-roll.
+        let dir = tempfile::tempdir().unwrap();
+        let c = cfg(dir.path());
+        let (atx, arx) = bounded(1024);
+        let (ntx, nrx) = bounded(8);
+        let c2 = c.clone();
+        let t = std::thread::spawn(move || run(c2, 1000, 2.0, arx, nrx));
+        let value = |i: usize| i as f32 / 10_000.0;
+        atx.send((0, (0..4000).map(value).collect())).unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        let id = || "k1".to_string();
+        ntx.send(Note::Start {
+            id: id(),
+            t_start: 2.5,
+        })
+        .unwrap();
+        ntx.send(Note::End {
+            id: id(),
+            t_end: 3.0,
+        })
+        .unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        atx.send((4000, (4000..5000).map(value).collect())).unwrap();
+        drop(atx);
+        t.join().unwrap();
+        let x = crate::wav::Clip::read(&c.clip_path("k1"))
+            .unwrap()
+            .mono(None);
+        // 1.5 s .. 3.5 s (pre 1 s, post 0.5 s): 2000 samples, nothing after.
+        assert_eq!(x.len(), 2000);
+        assert!((x[0] - value(1500)).abs() < 1e-4, "{}", x[0]);
+        assert!((x[1999] - value(3499)).abs() < 1e-4, "{}", x[1999]);
     }
 
     #[test]

@@ -8,8 +8,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 
-use crate::bank::{NormalBank, Origin};
+use crate::bank::{NormalBank, Origin, RowNote};
 use crate::detector::{Detector, Transition};
+use crate::explain::Explanation;
 use crate::frontend::Window;
 use crate::health::SourceHealth;
 use crate::model::Embedder;
@@ -63,19 +64,23 @@ enum Phase {
     Learning {
         embeddings: Vec<Vec<f32>>,
         origins: Vec<Origin>,
+        notes: Vec<Option<RowNote>>,
     },
     Armed(Detector),
 }
+
+/// A window's embedding and what the bank should remember of it.
+type Row = (Vec<f32>, RowNote);
 
 /// Operator state of a source (commands on its `cmd` topic).
 #[derive(Default)]
 struct Station {
     /// Knocks (or windows) collected since `enroll_start`.
-    enrolling: Option<Vec<Vec<f32>>>,
-    /// The last knock's embedding, for `false_alarm`.
-    last: Option<Vec<f32>>,
+    enrolling: Option<Vec<Row>>,
+    /// The last knock, for `false_alarm`.
+    last: Option<Row>,
     /// Continuous sources: the over-threshold windows of the latest event.
-    event_windows: Vec<Vec<f32>>,
+    event_windows: Vec<Row>,
     /// No new events until then.
     muted_until: Option<Instant>,
     /// The running event began during a mute: none of its messages go out.
@@ -84,11 +89,11 @@ struct Station {
 
 impl Station {
     /// Bookkeeping for one scored window of a continuous source.
-    fn note(&mut self, emb: &[f32], over: bool, transition: Transition) {
+    fn note(&mut self, row: impl Fn() -> Row, over: bool, transition: Transition) {
         if let Some(c) = self.enrolling.as_mut()
             && c.len() < MAX_COLLECTED
         {
-            c.push(emb.to_vec());
+            c.push(row());
         }
         if transition == Transition::Raise {
             self.event_windows.clear();
@@ -98,7 +103,7 @@ impl Station {
             }
         }
         if over && self.event_windows.len() < MAX_EVENT_WINDOWS {
-            self.event_windows.push(emb.to_vec());
+            self.event_windows.push(row());
         }
     }
 }
@@ -119,6 +124,9 @@ struct Scored {
     score: f32,
     threshold: f32,
     onset_t: f64,
+    /// Why the window scored as it did: only for a window that raises an event or
+    /// beats the running event's highest score.
+    explain: Option<Explanation>,
 }
 
 /// Start times of the last `raise_n` windows that were over threshold, so an event
@@ -158,8 +166,18 @@ impl Inference {
                 Phase::Learning {
                     embeddings: Vec::new(),
                     origins: Vec::new(),
+                    notes: Vec::new(),
                 }
             }
+        };
+        // Bank rows learned while running name this run as their clip.
+        let live_clip = format!("live:{}", crate::report::rfc3339(SystemTime::now()));
+        let n_mels = self.embedder.meta().front.n_mels;
+        let bounds = crate::explain::band_bounds_hz(&self.embedder.meta().front);
+        let note_of = |w: &Window| RowNote {
+            profile: crate::explain::profile(&w.mels, n_mels),
+            clip: live_clip.clone(),
+            t: w.t_start_s as f32,
         };
         let initial = match phase {
             Phase::Learning { .. } => SourceState::Learning,
@@ -231,8 +249,10 @@ impl Inference {
                     Phase::Learning {
                         embeddings,
                         origins,
+                        notes,
                     } => {
                         embeddings.push(emb);
+                        notes.push(Some(note_of(w)));
                         // Knocks are independent sounds: each is its own segment.
                         origins.push(match self.tap {
                             true => Origin {
@@ -245,7 +265,7 @@ impl Inference {
                             },
                         });
                         if w.t_end_s >= self.learn_seconds {
-                            if let Some(det) = self.finish_learning(embeddings, origins) {
+                            if let Some(det) = self.finish_learning(embeddings, origins, notes) {
                                 send(Report::State {
                                     source: self.source,
                                     state: SourceState::Normal,
@@ -258,23 +278,46 @@ impl Inference {
                         }
                     }
                     Phase::Armed(det) if self.tap => {
-                        let score = det.score(&emb);
+                        let (score, nearest) = det.nearest(&emb);
                         self.health.set_score(score, det.threshold());
+                        let note = note_of(w);
+                        let defective = score > det.threshold();
+                        let explain = defective
+                            .then(|| explain(det.bank(), nearest, &note.profile, &bounds))
+                            .flatten();
                         if let Some(collected) = station.enrolling.as_mut() {
-                            collected.push(emb.clone());
+                            collected.push((emb.clone(), note.clone()));
                         }
-                        station.last = Some(emb.clone());
+                        station.last = Some((emb.clone(), note));
                         let millis = SystemTime::now()
                             .duration_since(SystemTime::UNIX_EPOCH)
                             .map(|d| d.as_millis())
                             .unwrap_or(0);
+                        let id = format!("{}-{}-{millis}", self.name, w.index);
+                        // Evidence of a defective knock: its window plus the pre/post roll.
+                        let clip = match &self.evidence {
+                            Some((cfg, notes)) if defective => {
+                                let _ = notes.try_send(crate::evidence::Note::Start {
+                                    id: id.clone(),
+                                    t_start: w.t_start_s,
+                                });
+                                let _ = notes.try_send(crate::evidence::Note::End {
+                                    id: id.clone(),
+                                    t_end: w.t_end_s,
+                                });
+                                Some(cfg.clip_path(&id).display().to_string())
+                            }
+                            _ => None,
+                        };
                         let verdict = crate::report::Verdict {
-                            id: format!("{}-{}-{millis}", self.name, w.index),
+                            id,
                             ts: SystemTime::now(),
-                            defective: score > det.threshold(),
+                            defective,
                             score,
                             threshold: det.threshold(),
                             t: w.t_start_s,
+                            explain,
+                            clip,
                         };
                         send(Report::Verdict {
                             source: self.source,
@@ -289,17 +332,25 @@ impl Inference {
                         });
                     }
                     Phase::Armed(det) => {
-                        let score = det.score(&emb);
+                        let (score, nearest) = det.nearest(&emb);
                         self.health.set_score(score, det.threshold());
                         let transition = det.update(score);
                         let over = score > det.threshold();
                         recent.push(over.then_some(w.t_start_s), self.decision.1);
+                        let explains = transition == Transition::Raise
+                            || running.as_ref().is_some_and(|r| score > r.event.score_max);
                         let scored = Scored {
                             score,
                             threshold: det.threshold(),
                             onset_t: recent.earliest_over().unwrap_or(w.t_start_s),
+                            explain: explains
+                                .then(|| {
+                                    let profile = crate::explain::profile(&w.mels, n_mels);
+                                    explain(det.bank(), nearest, &profile, &bounds)
+                                })
+                                .flatten(),
                         };
-                        station.note(&emb, over, transition);
+                        station.note(|| (emb.clone(), note_of(w)), over, transition);
                         let muted = station.event_muted;
                         let gated = |r: Report| {
                             if !(muted && matches!(r, Report::Event { .. })) {
@@ -379,11 +430,20 @@ impl Inference {
                 if collected.is_empty() {
                     return fail("no knocks were heard while enrolling".into());
                 }
+                let (new_rows, new_notes): (Vec<Vec<f32>>, Vec<Option<RowNote>>) =
+                    collected.into_iter().map(|(e, n)| (e, Some(n))).unzip();
                 let rows: Vec<Vec<f32>> = det
                     .bank()
                     .rows()
                     .map(<[f32]>::to_vec)
-                    .chain(collected)
+                    .chain(new_rows)
+                    .collect();
+                let notes: Vec<Option<RowNote>> = det
+                    .bank()
+                    .notes()
+                    .iter()
+                    .cloned()
+                    .chain(new_notes)
                     .collect();
                 // Bank rows stand alone; collected windows of continuous sound overlap
                 // their neighbours, which leave-one-out calibration must skip.
@@ -403,6 +463,7 @@ impl Inference {
                 match NormalBank::build(
                     &rows,
                     &origins,
+                    &notes,
                     self.overlap_guard(),
                     MAX_BANK,
                     TARGET_FAR,
@@ -413,11 +474,11 @@ impl Inference {
                 }
             }
             StationCommand::FalseAlarm if self.tap => {
-                let Some(last) = station.last.take() else {
+                let Some((last, note)) = station.last.take() else {
                     return fail("no knock since the start or the last false_alarm".into());
                 };
                 let mut bank = det.bank().clone();
-                bank.push(&last);
+                bank.push(&last, Some(note));
                 bank
             }
             StationCommand::FalseAlarm => {
@@ -426,8 +487,8 @@ impl Inference {
                     return fail("no event since the start or the last false_alarm".into());
                 }
                 let mut bank = det.bank().clone();
-                for w in &windows {
-                    bank.push(w);
+                for (w, note) in windows {
+                    bank.push(&w, Some(note));
                 }
                 bank
             }
@@ -476,11 +537,13 @@ impl Inference {
         &self,
         embeddings: &mut Vec<Vec<f32>>,
         origins: &mut Vec<Origin>,
+        notes: &mut Vec<Option<RowNote>>,
     ) -> Option<Detector> {
         let guard = self.overlap_guard();
         let bank = match NormalBank::build(
             embeddings,
             origins,
+            notes,
             guard,
             MAX_BANK,
             TARGET_FAR,
@@ -494,6 +557,7 @@ impl Inference {
         };
         embeddings.clear();
         origins.clear();
+        notes.clear();
         match bank.save(&self.bank_path) {
             Ok(()) => {
                 tracing::info!(source = %self.name, bank = %self.bank_path.display(), size = bank.len(), threshold = bank.calibration.threshold, "learned normal bank")
@@ -519,6 +583,7 @@ impl Inference {
             score,
             threshold,
             onset_t,
+            explain,
         } = scored;
         let now = SystemTime::now();
         match transition {
@@ -539,6 +604,7 @@ impl Inference {
                     model: file_name(self.embedder.path()),
                     bank: file_name(&self.bank_path),
                     clip: None,
+                    explain,
                 };
                 if let Some((cfg, notes)) = &self.evidence {
                     event.clip = Some(cfg.clip_path(&event.id).display().to_string());
@@ -563,7 +629,10 @@ impl Inference {
                     r.event.ts_end = Some(now);
                     r.event.t_end = w.t_end_s;
                     self.note_end(&r.event);
-                    r.event.score_max = r.event.score_max.max(score);
+                    if score > r.event.score_max {
+                        r.event.score_max = score;
+                        r.event.explain = explain.or(r.event.explain);
+                    }
                     tracing::info!(source = %self.name, id = %r.event.id, score_max = r.event.score_max, "anomaly cleared");
                     send(Report::Event {
                         source: self.source,
@@ -573,7 +642,10 @@ impl Inference {
             }
             Transition::None => {
                 if let Some(r) = running.as_mut() {
-                    r.event.score_max = r.event.score_max.max(score);
+                    if score > r.event.score_max {
+                        r.event.score_max = score;
+                        r.event.explain = explain.or(r.event.explain.take());
+                    }
                     r.event.t_end = w.t_end_s;
                     if w.t_end_s - r.last_update_t >= self.event_update_s {
                         r.last_update_t = w.t_end_s;
@@ -587,6 +659,16 @@ impl Inference {
             }
         }
     }
+}
+
+/// Explains a window's profile against bank row `nearest`, if the bank noted it.
+fn explain(
+    bank: &NormalBank,
+    nearest: usize,
+    profile: &[f32],
+    bounds: &[f32],
+) -> Option<Explanation> {
+    crate::explain::explain(profile, bank.note(nearest)?, bounds)
 }
 
 fn file_name(p: &std::path::Path) -> String {

@@ -37,6 +37,7 @@ pub mod devices;
 pub mod discovery;
 pub mod dsp;
 pub mod evidence;
+pub mod explain;
 pub mod frontend;
 pub mod fsutil;
 pub mod health;

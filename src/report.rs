@@ -68,6 +68,9 @@ pub struct Event {
     pub bank: String,
     /// Where the evidence clip of this event is (written once the event is over).
     pub clip: Option<String>,
+    /// Why: the bands of the highest-scoring window so far against its nearest normal
+    /// window (absent when the bank has no notes, e.g. one made by an older hark).
+    pub explain: Option<crate::explain::Explanation>,
 }
 
 /// A message from an inference thread to the alarm thread.
@@ -124,18 +127,29 @@ pub struct Verdict {
     pub threshold: f32,
     /// Stream time of the knock's onset, seconds.
     pub t: f64,
+    /// Defective knocks: the bands that differ from the nearest good knock.
+    pub explain: Option<crate::explain::Explanation>,
+    /// Defective knocks with `evidence_defective`: where the knock's sound is saved.
+    pub clip: Option<String>,
 }
 
 /// `verdict` payload.
 pub fn verdict_json(v: &Verdict) -> Value {
-    json!({
+    let mut j = json!({
         "id": v.id,
         "ts": rfc3339(v.ts),
         "verdict": if v.defective { "defective" } else { "good" },
         "score": round(v.score),
         "threshold": round(v.threshold),
         "t": (v.t * 1000.0).round() / 1000.0,
-    })
+    });
+    if let Some(x) = &v.explain {
+        j["explain"] = x.to_json();
+    }
+    if let Some(clip) = &v.clip {
+        j["clip"] = clip.as_str().into();
+    }
+    j
 }
 
 /// RFC 3339 UTC with milliseconds.
@@ -181,6 +195,9 @@ pub fn event_json(e: &Event) -> Value {
     if let Some(clip) = &e.clip {
         v["clip"] = clip.as_str().into();
     }
+    if let Some(x) = &e.explain {
+        v["explain"] = x.to_json();
+    }
     v
 }
 
@@ -209,6 +226,7 @@ mod tests {
             model: "default.safetensors".into(),
             bank: "pump.bank.safetensors".into(),
             clip: None,
+            explain: None,
         };
         let j = event_json(&e);
         for key in [

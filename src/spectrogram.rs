@@ -152,16 +152,22 @@ fn mel_to_hz(mel: f32) -> f32 {
     700.0 * (10f32.powf(mel / 2595.0) - 1.0)
 }
 
+/// The `n_mels + 2` mel-spaced points, Hz: band `m`'s triangle rises from point `m`,
+/// peaks at `m + 1` and falls to `m + 2`.
+pub fn mel_points_hz(p: &FrontEndParams) -> Vec<f32> {
+    let (lo, hi) = (hz_to_mel(p.fmin_hz), hz_to_mel(p.fmax_hz));
+    (0..p.n_mels + 2)
+        .map(|i| mel_to_hz(lo + (hi - lo) * i as f32 / (p.n_mels + 1) as f32))
+        .collect()
+}
+
 impl MelBank {
     /// Builds `n_mels` triangles between `fmin_hz` and `fmax_hz`. Each triangle is
     /// widened to at least one FFT bin so no band is empty at low frequencies.
     pub fn new(p: &FrontEndParams) -> MelBank {
         let bins = p.n_fft / 2 + 1;
         let bin_hz = p.sample_rate_hz as f32 / p.n_fft as f32;
-        let (lo, hi) = (hz_to_mel(p.fmin_hz), hz_to_mel(p.fmax_hz));
-        let edges: Vec<f32> = (0..p.n_mels + 2)
-            .map(|i| mel_to_hz(lo + (hi - lo) * i as f32 / (p.n_mels + 1) as f32) / bin_hz)
-            .collect();
+        let edges: Vec<f32> = mel_points_hz(p).iter().map(|hz| hz / bin_hz).collect();
         let filters = (0..p.n_mels)
             .map(|m| {
                 let (l, c, r) = (edges[m], edges[m + 1], edges[m + 2]);

@@ -25,7 +25,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
 
-use hark::bank::{Calibration, NormalBank};
+use hark::bank::{Calibration, NormalBank, RowNote};
 use hark::config::Config;
 use hark::model::{Embedder, ModelMeta};
 use hark::spectrogram::FrontEndParams;
@@ -1216,9 +1216,18 @@ fn calibration() -> Calibration {
 fn bank_file(rows: &[Vec<f32>]) -> Vec<u8> {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("b.bank.safetensors");
-    NormalBank::from_parts(rows, calibration(), BANK_HASH)
-        .save(&path)
-        .expect("save bank");
+    // Every row but the last has a note (profile, clip, time), so the fuzzer edits
+    // the `profiles` and `origins` tensors and the `clips` list as well.
+    let mut bank = NormalBank::from_parts(&rows[..0], calibration(), BANK_HASH);
+    for (i, row) in rows.iter().enumerate() {
+        let note = (i + 1 < rows.len()).then(|| RowNote {
+            profile: vec![-40.0 - i as f32; 3],
+            clip: format!("clip{}.wav", i % 2),
+            t: i as f32 * 0.5,
+        });
+        bank.push(row, note);
+    }
+    bank.save(&path).expect("save bank");
     std::fs::read(&path).expect("read bank")
 }
 
@@ -1228,6 +1237,7 @@ fn base_bank() -> &'static StFile {
 }
 
 const BANK_KEYS: &[&str] = &[
+    "clips",
     "format_version",
     "kind",
     "model_sha256",
@@ -1240,12 +1250,28 @@ const BANK_KEYS: &[&str] = &[
     "n_windows",
 ];
 
-const BANK_VALUES: &[&str] = &[BANK_HASH, "1", "0.2", "0.01", "2", "-0.5", "5"];
+const BANK_VALUES: &[&str] = &[
+    BANK_HASH,
+    "1",
+    "0.2",
+    "0.01",
+    "2",
+    "-0.5",
+    "5",
+    "[]",
+    "[\"a.wav\"]",
+    "[1]",
+];
 
 /// Consistent banks of other sizes (shape and data agree).
 fn bank_geometry() -> impl Strategy<Value = StFile> {
     (0..=12usize, 0..=40usize, any::<u64>()).prop_map(|(n, dim, seed)| {
         let mut f = base_bank().clone();
+        // Notes belong to the base bank's 5 rows: another size keeps its embeddings
+        // only (a bank without notes), otherwise every such case would be refused.
+        if n != 5 {
+            f.tensors.retain(|t| t.name == "embeddings");
+        }
         let rows = unit_rows(n, dim, seed);
         let t = &mut f.tensors[0];
         t.shape = vec![json!(n), json!(dim)];
@@ -1255,7 +1281,13 @@ fn bank_geometry() -> impl Strategy<Value = StFile> {
 }
 
 fn bank_bytes() -> impl Strategy<Value = Vec<u8>> {
-    let edit = || st_edit(BANK_KEYS, &["embeddings"], BANK_VALUES);
+    let edit = || {
+        st_edit(
+            BANK_KEYS,
+            &["embeddings", "origins", "profiles"],
+            BANK_VALUES,
+        )
+    };
     prop_oneof![
         12 => prop::collection::vec(edit(), 1..5).prop_map(|e| apply_st_edits(base_bank().clone(), &e)),
         3 => (bank_geometry(), prop::collection::vec(edit(), 0..2))
@@ -1280,6 +1312,10 @@ fn check_bank(b: &NormalBank) -> Result<(), TestCaseError> {
         prop_assert!(v.is_finite(), "non-finite calibration accepted");
     }
     prop_assert_eq!(b.model_hash.as_str(), BANK_HASH);
+    prop_assert_eq!(b.notes().len(), b.len());
+    for note in b.notes().iter().flatten() {
+        prop_assert!(note.t.is_finite() && note.profile.iter().all(|x| x.is_finite()));
+    }
     let query = b.rows().next().map(<[f32]>::to_vec).unwrap_or_default();
     let (score, at) = b.nearest(&query);
     prop_assert!(score.is_finite() && at < b.len());

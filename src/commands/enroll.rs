@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use anyhow::bail;
 
 use super::progress::{self, Unit};
-use crate::bank::{NormalBank, Origin};
+use crate::bank::{NormalBank, Origin, RowNote};
 use crate::capture::Input;
 use crate::config::Config;
 use crate::frontend::FrontEnd;
@@ -35,22 +35,25 @@ pub fn from_dirs(
     );
     let mut embeddings = Vec::new();
     let mut origins = Vec::new();
+    let mut notes = Vec::new();
     for (segment, file) in files.into_iter().flatten().enumerate() {
         let clip = super::embed_clip(&embedder, front, &file, None)?;
         bar.inc(1);
         if clip.windows.is_empty() {
             tracing::warn!(file = %file.display(), "shorter than one window ({:.2} s): skipped", front.window_seconds());
         }
+        let name = file.display().to_string();
         for (w, e) in clip.windows.iter().zip(clip.embeddings) {
             embeddings.push(e);
             origins.push(Origin {
                 segment: segment as u32,
                 index: w.index as u32,
             });
+            notes.push(note(w, front.n_mels, &name));
         }
     }
     drop(bar);
-    save(&embedder, &embeddings, &origins, out, max_bank)
+    save(&embedder, &embeddings, &origins, &notes, out, max_bank)
 }
 
 /// Enrols from `learn_seconds` of a configured source's live input.
@@ -70,6 +73,7 @@ pub fn from_source(
     let input = Input::open(s)?;
     let mut fe = FrontEnd::new(front, input.sample_rate_hz())?;
     let mut windows = Vec::new();
+    let started = std::time::SystemTime::now();
     tracing::info!(
         source = name,
         seconds = s.learn_seconds,
@@ -79,20 +83,36 @@ pub fn from_source(
         fe.push(chunk, &mut |w| windows.push(w));
         Ok(())
     })?;
-    let mut embeddings = Vec::new();
-    let mut origins = Vec::new();
-    embeddings.extend(super::offline::embed_windows(&embedder, &windows)?);
-    origins.extend(windows.iter().map(|w| Origin {
-        segment: 0,
-        index: w.index as u32,
-    }));
-    save(&embedder, &embeddings, &origins, out, max_bank)
+    let embeddings = super::offline::embed_windows(&embedder, &windows)?;
+    let origins: Vec<Origin> = windows
+        .iter()
+        .map(|w| Origin {
+            segment: 0,
+            index: w.index as u32,
+        })
+        .collect();
+    let clip = format!("live:{name}:{}", crate::report::rfc3339(started));
+    let notes: Vec<_> = windows
+        .iter()
+        .map(|w| note(w, front.n_mels, &clip))
+        .collect();
+    save(&embedder, &embeddings, &origins, &notes, out, max_bank)
+}
+
+/// What the bank remembers of an enrolment window, for explanations.
+fn note(w: &crate::frontend::Window, n_mels: usize, clip: &str) -> Option<RowNote> {
+    Some(RowNote {
+        profile: crate::explain::profile(&w.mels, n_mels),
+        clip: clip.to_string(),
+        t: w.t_start_s as f32,
+    })
 }
 
 fn save(
     embedder: &Embedder,
     embeddings: &[Vec<f32>],
     origins: &[Origin],
+    notes: &[Option<RowNote>],
     out: &Path,
     max_bank: usize,
 ) -> anyhow::Result<()> {
@@ -101,6 +121,7 @@ fn save(
     let bank = NormalBank::build(
         embeddings,
         origins,
+        notes,
         guard,
         max_bank,
         TARGET_FAR,

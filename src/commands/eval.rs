@@ -136,6 +136,7 @@ pub fn evaluate(
     let bank = NormalBank::build(
         &embeddings,
         &origins,
+        &[],
         guard,
         MAX_BANK,
         TARGET_FAR,

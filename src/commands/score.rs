@@ -87,10 +87,18 @@ pub fn run(file: &Path, config: &Path, json: bool, plot: Option<&Path>) -> anyho
     let mut rows = Vec::with_capacity(clip.windows.len());
     let mut out = std::io::stdout().lock();
     let mut printing = true;
+    let bounds = crate::explain::band_bounds_hz(&loaded.front);
     use std::io::Write;
     for (w, e) in clip.windows.iter().zip(&clip.embeddings) {
-        let score = det.score(e);
+        let (score, nearest) = det.nearest(e);
         det.update(score);
+        // Over-threshold windows say which bands moved against the nearest normal one.
+        let explain = (score > det.threshold())
+            .then(|| {
+                let profile = crate::explain::profile(&w.mels, loaded.front.n_mels);
+                crate::explain::explain(&profile, det.bank().note(nearest)?, &bounds)
+            })
+            .flatten();
         // Tap mode: one verdict per knock, at its onset, without hysteresis.
         let (t, anomaly) = match tap {
             true => (w.t_start_s, score > det.threshold()),
@@ -101,16 +109,27 @@ pub fn run(file: &Path, config: &Path, json: bool, plot: Option<&Path>) -> anyho
             continue;
         }
         let line = if json {
-            serde_json::json!({
+            let mut j = serde_json::json!({
                 "t": (t * 1000.0).round() / 1000.0,
                 "score": score,
                 "threshold": det.threshold(),
                 "anomaly": anomaly,
-            })
-            .to_string()
+            });
+            if let Some(x) = &explain {
+                j["explain"] = x.to_json();
+            }
+            j.to_string()
         } else {
+            let why = explain.as_ref().map_or(String::new(), |x| {
+                format!(
+                    "  {} (nearest normal: {} at {:.1} s)",
+                    x.text(),
+                    x.nearest_clip,
+                    x.nearest_t
+                )
+            });
             format!(
-                "t={:8.3}s  score={:.5}  threshold={:.5}{}",
+                "t={:8.3}s  score={:.5}  threshold={:.5}{}{why}",
                 t,
                 score,
                 det.threshold(),

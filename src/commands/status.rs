@@ -290,6 +290,10 @@ pub fn source_text(name: &str, s: &SourceStatus) -> String {
                 let _ = write!(out, " (threshold {th:.5})");
             }
             out.push('\n');
+            if let Some(why) = e.get("explain").and_then(|x| text(x, "text")) {
+                let nearest = e["explain"]["nearest"]["clip"].as_str().unwrap_or("?");
+                let _ = writeln!(out, "  why        {why} (nearest normal: {nearest})");
+            }
         }
     }
     match &s.health {

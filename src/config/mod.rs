@@ -413,15 +413,18 @@ impl RawConfig {
             if s.evidence_max_files == 0 {
                 return Err(invalid(&key("evidence_max_files"), &0, "must be >= 1"));
             }
-            let evidence =
-                (s.evidence && mode == Mode::Continuous).then(|| crate::evidence::EvidenceConfig {
-                    dir: state_dir.join("evidence").join(&s.name),
-                    pre_s: s.evidence_pre_s,
-                    post_s: s.evidence_post_s,
-                    max_files: s.evidence_max_files,
-                    max_mb: s.evidence_max_mb,
-                    max_days: s.evidence_max_days,
-                });
+            let wanted = match mode {
+                Mode::Continuous => s.evidence,
+                Mode::Tap => s.evidence && s.evidence_defective,
+            };
+            let evidence = wanted.then(|| crate::evidence::EvidenceConfig {
+                dir: state_dir.join("evidence").join(&s.name),
+                pre_s: s.evidence_pre_s,
+                post_s: s.evidence_post_s,
+                max_files: s.evidence_max_files,
+                max_mb: s.evidence_max_mb,
+                max_days: s.evidence_max_days,
+            });
             if !(s.tap_threshold_db.is_finite() && (3.0..=80.0).contains(&s.tap_threshold_db)) {
                 return Err(invalid(
                     &key("tap_threshold_db"),

@@ -153,6 +153,10 @@ pub struct RawSource {
     /// Continuous sources: write the sound of every event to `state_dir/evidence/<name>/`.
     #[serde(default = "default_true")]
     pub evidence: bool,
+    /// Tap sources: write the sound of every defective knock (off by default; set
+    /// `evidence_pre_s` and `evidence_post_s` to fractions of a second for knocks).
+    #[serde(default)]
+    pub evidence_defective: bool,
     /// Seconds of sound kept before an event's start.
     #[serde(default = "default_evidence_roll")]
     pub evidence_pre_s: f64,

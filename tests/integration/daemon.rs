@@ -95,6 +95,27 @@ fn check_flow(sub: &Collector, s: &Stream, mut proc: Proc, dir: &Path) {
     for key in ["id", "ts_start", "model", "bank"] {
         assert!(!ev[key].is_null(), "event lacks {key}: {ev}");
     }
+    // The explanation compares against a window the daemon learned from this stream.
+    let x = &ev["explain"];
+    let nearest = &x["nearest"];
+    assert!(
+        nearest["clip"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("live:")
+            && nearest["t"].as_f64().unwrap_or(f64::MAX) < s.learn_s,
+        "nearest normal window: {x}"
+    );
+    let band = &x["bands"][0];
+    let (lo, hi) = (
+        band["lo_hz"].as_f64().unwrap(),
+        band["hi_hz"].as_f64().unwrap(),
+    );
+    assert!(
+        (50.0..8000.0).contains(&lo) && lo < hi && hi <= 8000.0,
+        "{x}"
+    );
+    assert!(band["db"].as_f64().unwrap().abs() >= 3.0, "{x}");
     // Wait for the replay to finish so every window of the normal clip was scored.
     sub.wait_for(t, |m| {
         m.topic == "hark/e2e/fan/health" && m.json()["ended"] == true

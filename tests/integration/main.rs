@@ -27,5 +27,7 @@ mod sockets;
 mod commands;
 // Home Assistant MQTT discovery.
 mod homeassistant;
+// Explanations: the band that changed, against the nearest normal clip.
+mod explain;
 // Operator experience: progress bars, `score --plot`, `hark status`.
 mod operator;

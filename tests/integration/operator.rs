@@ -261,7 +261,7 @@ fn status_reads_back_what_a_running_node_retained() {
         panic!("replay never ended: {}", proc.stderr());
     }
     // The latest event, retained as the main branch's `last_event` will be.
-    let event = r#"{"id":"fan-1","type":"end","ts_start":"2026-01-02T03:04:05.000Z","ts_end":"2026-01-02T03:04:35.000Z","score_max":0.125,"threshold":0.0107,"model":"default.safetensors","bank":"fan.bank.safetensors"}"#;
+    let event = r#"{"id":"fan-1","type":"end","ts_start":"2026-01-02T03:04:05.000Z","ts_end":"2026-01-02T03:04:35.000Z","score_max":0.125,"threshold":0.0107,"model":"default.safetensors","bank":"fan.bank.safetensors","explain":{"text":"+12 dB at 2.0-3.1 kHz","nearest":{"clip":"live:2026-01-02T00:00:00.000Z","t":4.5}}}"#;
     run_ok(
         Command::new(&mosquitto_pub)
             .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-q", "1", "-r"])
@@ -323,6 +323,12 @@ fn status_reads_back_what_a_running_node_retained() {
         "{text}"
     );
     assert!(text.contains("score_max 0.12500"), "{text}");
+    assert!(
+        text.contains(
+            "why        +12 dB at 2.0-3.1 kHz (nearest normal: live:2026-01-02T00:00:00.000Z)"
+        ),
+        "{text}"
+    );
     assert!(text.contains("capture    ok, 16000 Hz"), "{text}");
     assert!(
         text.contains("dropped    0 samples, 0 windows; reopens 0"),

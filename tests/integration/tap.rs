@@ -113,6 +113,10 @@ fn every_knock_gets_exactly_one_verdict_and_cracks_score_higher() {
     let wav = dir.path().join("knocks.wav");
     let truth = knock_stream(&data, &wav, 40);
     let config = station_config(dir.path(), port, &wav, &model, &bank, false);
+    // Defective knocks leave their sound behind: 0.2 s either side of the window.
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str("evidence_defective = true\nevidence_pre_s = 0.2\nevidence_post_s = 0.2\n");
+    std::fs::write(&config, text).unwrap();
     let sub = Collector::connect(port, "hark/#", Duration::from_secs(5));
     let mut proc = crate::util::spawn_hark(&config);
     let ended = sub.wait_for(Duration::from_secs(60), |m| {
@@ -162,6 +166,72 @@ fn every_knock_gets_exactly_one_verdict_and_cracks_score_higher() {
         .filter(|(v, (_, c))| !c && v["verdict"] == "defective")
         .count();
     assert_eq!(false_alarms, 0, "an intact bottle was called defective");
+    // A defective verdict says which bands differ from which good knock; a good one
+    // carries no explanation.
+    let defective: Vec<_> = verdicts
+        .iter()
+        .filter(|v| v["verdict"] == "defective")
+        .collect();
+    assert!(
+        !defective.is_empty(),
+        "no cracked bottle was called defective"
+    );
+    for v in &verdicts {
+        assert_eq!(
+            v.get("explain").is_some(),
+            v["verdict"] == "defective",
+            "{v}"
+        );
+    }
+    for v in defective {
+        let x = &v["explain"];
+        let clip = x["nearest"]["clip"].as_str().unwrap_or_default();
+        assert!(clip.contains("bottles/train/"), "nearest good knock: {x}");
+        let band = &x["bands"][0];
+        assert!(
+            band["lo_hz"].as_f64() < band["hi_hz"].as_f64() && band["db"].as_f64().is_some(),
+            "{x}"
+        );
+        assert!(
+            x["text"].as_str().unwrap_or_default().contains(" dB at "),
+            "{x}"
+        );
+        check_knock_evidence(v, &wav);
+    }
+}
+
+/// A defective knock's evidence clip holds the stream's own samples, from 0.2 s before
+/// the knock's onset to 0.2 s after its window.
+fn check_knock_evidence(v: &serde_json::Value, stream: &Path) {
+    let path = v["clip"].as_str().unwrap_or_else(|| panic!("no clip: {v}"));
+    let got = hark::wav::Clip::read(Path::new(path))
+        .unwrap_or_else(|e| panic!("evidence clip: {e}"))
+        .mono(None);
+    let stream = hark::wav::Clip::read(stream).unwrap();
+    let rate = stream.sample_rate_hz as f64;
+    let stream = stream.mono(None);
+    let guess = ((v["t"].as_f64().unwrap() - 0.2) * rate) as usize;
+    // `t` is rounded to the millisecond: look a little either side.
+    let at = (guess.saturating_sub(64)..guess + 64)
+        .find(|&i| stream[i..i + 2000] == got[..2000])
+        .unwrap_or_else(|| panic!("clip does not start 0.2 s before the knock: {v}"));
+    assert_eq!(
+        got[..],
+        stream[at..at + got.len()],
+        "the clip is the stream's sound"
+    );
+    // Pre-roll, the knock's window and the post-roll, nothing more.
+    let window = hark::model::Embedder::load(&shipped_model("tap.safetensors"))
+        .unwrap()
+        .meta()
+        .front
+        .window_seconds();
+    let seconds = got.len() as f64 / rate;
+    assert!(
+        (seconds - (0.4 + window)).abs() < 0.002,
+        "{seconds} s, expected {}: {v}",
+        0.4 + window
+    );
 }
 
 #[test]
