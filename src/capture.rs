@@ -34,6 +34,8 @@ use crate::wav::{WavStream, mix_into};
 
 /// Frames converted per step in the callback; a larger callback is done in steps.
 const SCRATCH_FRAMES: usize = 4096;
+/// Longest wait for an input to open at start.
+const FIRST_OPEN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest wait between two attempts to reopen a failed input.
 const REOPEN_MAX_S: f64 = 30.0;
 /// A stream that ran this long before failing starts its backoff afresh.
@@ -195,9 +197,15 @@ impl Input {
             thread: Some(thread),
             stop,
         };
-        match ready_rx.recv() {
+        // An open can block in the kernel (a wedged device, a FIFO nobody writes):
+        // fail the start rather than hang the process.
+        match ready_rx.recv_timeout(FIRST_OPEN_TIMEOUT) {
             Ok(Ok(())) => Ok(capture),
             Ok(Err(e)) => Err(e),
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => anyhow::bail!(
+                "the input did not open within {} s (a wedged device, or a FIFO nobody writes to)",
+                FIRST_OPEN_TIMEOUT.as_secs()
+            ),
             Err(_) => anyhow::bail!("the capture thread ended before the input started"),
         }
     }
@@ -528,6 +536,7 @@ where
     // Allocated here, before the stream exists, so the callback never allocates.
     let mut interleaved = vec![0.0f32; SCRATCH_FRAMES * channels];
     let mut mono = vec![0.0f32; SCRATCH_FRAMES];
+    let xruns = health.clone();
     let on_data = move |data: &[T], _: &cpal::InputCallbackInfo| {
         let Some(producer) = lent.producer.as_mut() else {
             return;
@@ -552,7 +561,19 @@ where
         }
     };
     let on_error = move |e: cpal::Error| {
-        // Rare and fatal to the stream: the supervisor sees the flag, logs, reopens.
+        match e.kind() {
+            // A late callback let the driver's buffer overflow; cpal has already
+            // restarted the stream. A glitch to count, not a reason to reopen (a
+            // reopen loses more audio, and a FIFO-fed test PCM would wait forever).
+            cpal::ErrorKind::Xrun => {
+                xruns.xruns.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            // The stream followed the default device to a new route: nothing to do.
+            cpal::ErrorKind::DeviceChanged => return,
+            _ => {}
+        }
+        // Fatal to the stream: the supervisor sees the flag, logs, reopens.
         if let Ok(mut slot) = error.why.try_lock() {
             *slot = Some(e.to_string());
         }

@@ -255,6 +255,7 @@ pub fn run(cfg: &Config, shutdown: &AtomicBool) -> anyhow::Result<()> {
             dropped_samples = h.dropped_samples.load(Ordering::Relaxed),
             dropped_windows = h.dropped_windows.load(Ordering::Relaxed),
             reopens = h.reopens.load(Ordering::Relaxed),
+            xruns = h.xruns.load(Ordering::Relaxed),
             "source totals"
         );
     }

@@ -76,9 +76,12 @@ struct Clip {
     samples: u64,
     /// Stream seconds at which the clip is complete.
     until: f64,
-    /// The next stream sample the clip takes (it catches up from the in-memory buffer,
-    /// never past `until`, so an end known late still cuts the clip exactly).
+    /// The next stream sample the clip takes. It catches up from the in-memory buffer,
+    /// and until its end is known it stays `lag` behind the audio (decisions trail the
+    /// audio by at most that much), so an end that arrives late still cuts it exactly.
     next: u64,
+    /// The end note arrived (or nothing more will come): catch up to the audio.
+    ended: bool,
 }
 
 impl Clip {
@@ -104,25 +107,32 @@ impl Clip {
             samples: 0,
             until,
             next: first,
+            ended: false,
         }
     }
 
     /// Appends what `recent` (the stream's samples up to `seen`) holds of the clip
-    /// that is not written yet; returns true once the clip is complete.
-    fn catch_up(&mut self, recent: &VecDeque<f32>, seen: u64, rate: f64) -> bool {
+    /// that is not written yet, staying `lag` samples behind `seen` until the end is
+    /// known; returns true once the clip is complete.
+    fn catch_up(&mut self, recent: &VecDeque<f32>, seen: u64, rate: f64, lag: u64) -> bool {
         let end = (self.until * rate) as u64;
         let oldest = seen - recent.len() as u64;
+        let settled = if self.ended {
+            seen
+        } else {
+            seen.saturating_sub(lag)
+        };
         let from = self.next.max(oldest);
-        let to = end.min(seen);
+        let to = end.min(settled);
         if from < to {
             self.append(
                 recent
                     .range((from - oldest) as usize..(to - oldest) as usize)
                     .copied(),
             );
-            self.next = to;
         }
-        seen >= end
+        self.next = self.next.max(to);
+        self.next >= end
     }
 
     fn append(&mut self, samples: impl IntoIterator<Item = f32>) {
@@ -151,6 +161,7 @@ pub fn run(
 ) {
     let rate = rate_hz as f64;
     let keep = ((cfg.pre_s + lag_s) * rate) as usize;
+    let lag = (lag_s * rate) as u64;
     let mut pre: VecDeque<f32> = VecDeque::with_capacity(keep);
     let mut seen = 0u64; // samples so far: the stream clock
     let mut clip: Option<Clip> = None;
@@ -163,7 +174,8 @@ pub fn run(
                     match n {
                         Ok(Note::Start { id, t_start }) => {
                             if let Some(mut c) = clip.take() {
-                                c.catch_up(&pre, seen, rate);
+                                c.ended = true;
+                                c.catch_up(&pre, seen, rate, lag);
                                 finish(&cfg, rate_hz, c);
                             }
                             // Pre-roll from memory: everything since t_start - pre_s.
@@ -173,9 +185,10 @@ pub fn run(
                         Ok(Note::End { id, t_end }) => {
                             if let Some(c) = clip.as_mut().filter(|c| c.id == id) {
                                 c.until = c.until.min(t_end + cfg.post_s);
+                                c.ended = true;
                                 // The audio may already be past the end (a knock's
                                 // post-roll is shorter than the lag): finish now.
-                                if c.catch_up(&pre, seen, rate)
+                                if c.catch_up(&pre, seen, rate, lag)
                                     && let Some(c) = clip.take()
                                 {
                                     finish(&cfg, rate_hz, c);
@@ -204,14 +217,20 @@ pub fn run(
         }
         seen += chunk.len() as u64;
         pre.extend(&chunk);
-        let done = clip.as_mut().is_some_and(|c| c.catch_up(&pre, seen, rate));
+        let done = clip
+            .as_mut()
+            .is_some_and(|c| c.catch_up(&pre, seen, rate, lag));
         if done && let Some(c) = clip.take() {
             finish(&cfg, rate_hz, c);
         }
-        let excess = pre.len().saturating_sub(keep.max(chunk.len()));
+        // The lagging catch-up reads up to `lag` + one chunk back: keep that too.
+        let excess = pre.len().saturating_sub(keep + chunk.len());
         pre.drain(..excess);
     }
-    if let Some(c) = clip.take() {
+    // The audio ended: the clip takes what is left of it.
+    if let Some(mut c) = clip.take() {
+        c.ended = true;
+        c.catch_up(&pre, seen, rate, lag);
         finish(&cfg, rate_hz, c);
     }
 }
@@ -373,6 +392,44 @@ mod tests {
         assert_eq!(x.len(), 2000);
         assert!((x[0] - value(1500)).abs() < 1e-4, "{}", x[0]);
         assert!((x[1999] - value(3499)).abs() < 1e-4, "{}", x[1999]);
+    }
+
+    #[test]
+    fn audio_that_runs_past_the_end_before_the_end_note_is_left_out() {
+        // The race the daemon has under load: the audio of the post-roll and beyond
+        // reaches the evidence thread before the end of the event does.
+        let dir = tempfile::tempdir().unwrap();
+        let c = cfg(dir.path());
+        let (atx, arx) = bounded(1024);
+        let (ntx, nrx) = bounded(8);
+        let c2 = c.clone();
+        let t = std::thread::spawn(move || run(c2, 1000, 2.0, arx, nrx));
+        let value = |i: usize| i as f32 / 10_000.0;
+        atx.send((0, (0..3000).map(value).collect())).unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        let id = || "k2".to_string();
+        ntx.send(Note::Start {
+            id: id(),
+            t_start: 2.5,
+        })
+        .unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        atx.send((3000, (3000..4000).map(value).collect())).unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        ntx.send(Note::End {
+            id: id(),
+            t_end: 2.8,
+        })
+        .unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        drop(atx);
+        t.join().unwrap();
+        let x = crate::wav::Clip::read(&c.clip_path("k2"))
+            .unwrap()
+            .mono(None);
+        // 1.5 s .. 3.3 s: 1800 samples, although the audio had reached 4 s.
+        assert_eq!(x.len(), 1800);
+        assert!((x[1799] - value(3299)).abs() < 1e-4, "{}", x[1799]);
     }
 
     #[test]

@@ -92,6 +92,9 @@ pub struct SourceHealth {
     pub samples_in: AtomicU64,
     /// Times the input failed and was reopened.
     pub reopens: AtomicU64,
+    /// Overruns the audio driver reported and recovered from by itself (the callback
+    /// ran late and the device's own buffer overflowed: samples lost there).
+    pub xruns: AtomicU64,
     /// False while the source's bank cannot be saved (disk full, read-only directory).
     pub storage_ok: AtomicBool,
     /// Latest score and threshold (f32 bits; NaN until armed).
@@ -159,6 +162,7 @@ impl SourceHealth {
             "clipped_samples": clipped,
             "windows": self.windows.load(Ordering::Relaxed),
             "reopens": self.reopens.load(Ordering::Relaxed),
+            "xruns": self.xruns.load(Ordering::Relaxed),
             "storage_ok": self.storage_ok.load(Ordering::Relaxed),
             "ended": self.ended.load(Ordering::Relaxed),
         })

@@ -52,6 +52,13 @@ pub fn render(sources: &[MetricSource]) -> String {
     );
     counter(
         &mut out,
+        "hark_xruns_total",
+        "Driver overruns (samples lost before the ring).",
+        "counter",
+        &|h| load(&h.xruns),
+    );
+    counter(
+        &mut out,
         "hark_dropped_windows_total",
         "Windows the inference queue could not take.",
         "counter",

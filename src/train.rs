@@ -26,10 +26,13 @@ pub enum Twin {
     Band,
     /// Noise bursts at 10–30 Hz (something rattling loose).
     Rattle,
+    /// The ring dies away fast after the loudest sample: a crack or a porous body
+    /// damps what a sound board, bottle or stone would let ring (knocks).
+    Damped,
 }
 
 impl Twin {
-    /// Every defect kind, in class order.
+    /// Every defect kind of a running machine, in class order.
     pub const ALL: [Twin; 5] = [
         Twin::Pitch,
         Twin::Clicks,
@@ -37,6 +40,18 @@ impl Twin {
         Twin::Band,
         Twin::Rattle,
     ];
+
+    /// The defects of a knocked object: its modes move (pitch), it rings shorter
+    /// (damped), a new resonance appears (band), something buzzes (rattle).
+    pub const KNOCK: [Twin; 4] = [Twin::Pitch, Twin::Damped, Twin::Band, Twin::Rattle];
+
+    /// The twins that make sense for a model's mode (`"tap"` or `"continuous"`).
+    pub fn for_mode(mode: &str) -> &'static [Twin] {
+        match mode {
+            "tap" => &Twin::KNOCK,
+            _ => &Twin::ALL,
+        }
+    }
 
     /// The defect applied to mono audio `x` at `rate` Hz, drawing parameters from `rng`.
     pub fn apply(self, x: &[f32], rate: u32, rng: &mut SplitMix64) -> Vec<f32> {
@@ -103,6 +118,19 @@ impl Twin {
                         (x2, x1, y2, y1) = (x1, v, y1, y);
                         y
                     })
+                    .collect()
+            }
+            Twin::Damped => {
+                // Decay time constant 3–15 ms from the peak on.
+                let tau = (0.003 + 0.012 * rng.uniform() as f32) * r;
+                let peak = x
+                    .iter()
+                    .enumerate()
+                    .max_by(|a, b| a.1.abs().total_cmp(&b.1.abs()))
+                    .map_or(0, |(i, _)| i);
+                x.iter()
+                    .enumerate()
+                    .map(|(i, v)| v * (-(i.saturating_sub(peak) as f32) / tau).exp())
                     .collect()
             }
             Twin::Rattle => {
@@ -375,7 +403,7 @@ mod tests {
     fn twins_change_the_sound_but_keep_its_scale() {
         let rate = 16_000;
         let x: Vec<f32> = (0..rate).map(|i| 0.1 * (i as f32 * 0.05).sin()).collect();
-        for t in Twin::ALL {
+        for t in Twin::ALL.into_iter().chain(Twin::KNOCK) {
             let y = t.apply(&x, rate as u32, &mut SplitMix64(1));
             assert!(!y.is_empty() && y.iter().all(|v| v.is_finite()), "{t:?}");
             let diff: f32 =
@@ -384,5 +412,27 @@ mod tests {
             let peak = y.iter().fold(0f32, |m, v| m.max(v.abs()));
             assert!(peak < 2.0, "{t:?} peak {peak}");
         }
+    }
+
+    #[test]
+    fn a_damped_twin_rings_shorter_from_its_peak() {
+        // A knock: a 1 kHz ring decaying over 200 ms, peak at sample 0.
+        let rate = 16_000u32;
+        let x: Vec<f32> = (0..rate as usize / 2)
+            .map(|i| {
+                let t = i as f32 / rate as f32;
+                (std::f32::consts::TAU * 1000.0 * t).cos() * (-t / 0.2).exp()
+            })
+            .collect();
+        let y = Twin::Damped.apply(&x, rate, &mut SplitMix64(3));
+        let energy = |v: &[f32]| v.iter().map(|s| s * s).sum::<f32>();
+        let tail = rate as usize / 20; // after 50 ms
+        assert_eq!(y[0], x[0], "the strike itself is kept");
+        assert!(
+            energy(&y[tail..]) < 1e-2 * energy(&x[tail..]),
+            "the ring is cut short"
+        );
+        assert_eq!(Twin::for_mode("tap"), &Twin::KNOCK);
+        assert_eq!(Twin::for_mode("continuous"), &Twin::ALL);
     }
 }

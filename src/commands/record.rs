@@ -56,6 +56,13 @@ pub(super) fn capture_for(
     if dropped > 0 {
         tracing::warn!(dropped, "samples were dropped during capture");
     }
+    let xruns = health.xruns.load(std::sync::atomic::Ordering::Relaxed);
+    if xruns > 0 {
+        tracing::warn!(
+            xruns,
+            "the driver overran: samples were dropped before hark saw them"
+        );
+    }
     Ok(rate)
 }
 

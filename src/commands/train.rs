@@ -88,7 +88,11 @@ pub fn run(o: &Options) -> anyhow::Result<()> {
         }
     }
     let n_base = classes.len();
-    let twins: &[Twin] = if o.twins { &Twin::ALL } else { &[] };
+    let twins: &[Twin] = if o.twins {
+        Twin::for_mode(&meta.mode)
+    } else {
+        &[]
+    };
     let n_classes = n_base * (1 + twins.len());
     if n_classes < 2 {
         bail!("one machine and no twins: nothing to tell apart (drop --no-twins)");

@@ -87,17 +87,26 @@ fn record(dir: &Path, raw: &[i16], channels: usize, args: &[&str]) -> Vec<i16> {
     let bytes: Vec<u8> = raw.iter().flat_map(|s| s.to_le_bytes()).collect();
     let fifo2 = fifo.clone();
     let writer = std::thread::spawn(move || {
-        let mut f = std::fs::OpenOptions::new().write(true).open(fifo2).unwrap();
         let block = 160 * 2 * channels; // 10 ms
-        for chunk in bytes.chunks(block) {
-            if f.write_all(chunk).is_err() {
-                return;
+        // A reader that opens the FIFO and closes it again before streaming (a device
+        // probe) leaves the writer with a broken pipe: open again and start over, or
+        // the real stream would wait for a writer forever.
+        'open: for _ in 0..5 {
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .open(&fifo2)
+                .unwrap();
+            for chunk in bytes.chunks(block) {
+                if f.write_all(chunk).is_err() {
+                    continue 'open;
+                }
+                std::thread::sleep(Duration::from_micros(2500));
             }
-            std::thread::sleep(Duration::from_micros(2500));
+            // Keep the FIFO open a little: the PCM repeats its last period after EOF,
+            // and hark stops after exactly `seconds` anyway.
+            std::thread::sleep(Duration::from_secs(1));
+            return;
         }
-        // Keep the FIFO open a little: the PCM repeats its last period after EOF,
-        // and hark stops after exactly `seconds` anyway.
-        std::thread::sleep(Duration::from_secs(1));
     });
     let status = proc.0.wait().unwrap();
     let stderr = proc.stderr();
