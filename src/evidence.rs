@@ -148,10 +148,11 @@ impl Clip {
     }
 }
 
-/// The evidence thread body: runs until the audio sender (dsp) hangs up; a clip still
-/// open then is written as it is. `lag_s`: how far, at most, the audio runs ahead of
-/// the event decisions (a window, the queues between the stages); that much more than
-/// `pre_s` is kept in memory.
+/// The evidence thread body: runs until both the audio (dsp) and the notes (inference)
+/// have hung up, so a decision that trails the end of the audio still gets its clip; a
+/// clip still open then is written as it is. `lag_s`: how far, at most, the audio runs
+/// ahead of the event decisions (a window, the queues between the stages); that much
+/// more than `pre_s` is kept in memory.
 pub fn run(
     cfg: EvidenceConfig,
     rate_hz: u32,
@@ -161,78 +162,92 @@ pub fn run(
 ) {
     let rate = rate_hz as f64;
     let keep = ((cfg.pre_s + lag_s) * rate) as usize;
-    let lag = (lag_s * rate) as u64;
     let mut pre: VecDeque<f32> = VecDeque::with_capacity(keep);
     let mut seen = 0u64; // samples so far: the stream clock
     let mut clip: Option<Clip> = None;
-    let mut notes_open = true;
-    loop {
-        let chunk = if notes_open {
-            select! {
-                recv(audio) -> a => match a { Ok(a) => a, Err(_) => break },
-                recv(notes) -> n => {
-                    match n {
-                        Ok(Note::Start { id, t_start }) => {
-                            if let Some(mut c) = clip.take() {
-                                c.ended = true;
-                                c.catch_up(&pre, seen, rate, lag);
-                                finish(&cfg, rate_hz, c);
-                            }
-                            // Pre-roll from memory: everything since t_start - pre_s.
-                            let first = ((t_start - cfg.pre_s).max(0.0) * rate) as u64;
-                            clip = Some(Clip::open(&cfg, rate_hz, id, first, t_start + MAX_CLIP_S));
-                        }
-                        Ok(Note::End { id, t_end }) => {
-                            if let Some(c) = clip.as_mut().filter(|c| c.id == id) {
-                                c.until = c.until.min(t_end + cfg.post_s);
-                                c.ended = true;
-                                // The audio may already be past the end (a knock's
-                                // post-roll is shorter than the lag): finish now.
-                                if c.catch_up(&pre, seen, rate, lag)
-                                    && let Some(c) = clip.take()
-                                {
-                                    finish(&cfg, rate_hz, c);
-                                }
-                            }
-                        }
-                        Err(_) => notes_open = false,
-                    }
-                    continue;
-                }
-            }
+    let (mut audio, mut notes) = (Some(audio), Some(notes));
+    while audio.is_some() || notes.is_some() {
+        // Once the audio has ended, everything a clip can take is here: no lag.
+        let lag = if audio.is_some() {
+            (lag_s * rate) as u64
         } else {
-            match audio.recv() {
-                Ok(a) => a,
-                Err(_) => break,
-            }
+            0
         };
-        let (at, mut chunk) = chunk;
-        if at > seen {
-            // Chunks were dropped (the queue was full): keep the clock, fill with silence.
-            let gap = ((at - seen) as usize).min(keep);
-            let mut filled = vec![0.0; gap];
-            filled.extend_from_slice(&chunk);
-            chunk = filled;
-            seen = at - gap as u64;
+        let (a_rx, n_rx) = (
+            audio.clone().unwrap_or_else(crossbeam_channel::never),
+            notes.clone().unwrap_or_else(crossbeam_channel::never),
+        );
+        select! {
+            recv(a_rx) -> a => match a {
+                Ok((at, chunk)) => {
+                    let n = take_chunk(&mut pre, &mut seen, at, chunk, keep);
+                    let done = clip.as_mut().is_some_and(|c| c.catch_up(&pre, seen, rate, lag));
+                    if done && let Some(c) = clip.take() {
+                        finish(&cfg, rate_hz, c);
+                    }
+                    // The lagging catch-up reads up to `lag` + one chunk back: keep that too.
+                    let excess = pre.len().saturating_sub(keep + n);
+                    pre.drain(..excess);
+                }
+                Err(_) => audio = None,
+            },
+            recv(n_rx) -> n => match n {
+                Ok(Note::Start { id, t_start }) => {
+                    if let Some(mut c) = clip.take() {
+                        c.ended = true;
+                        c.catch_up(&pre, seen, rate, lag);
+                        finish(&cfg, rate_hz, c);
+                    }
+                    // Pre-roll from memory: everything since t_start - pre_s.
+                    let first = ((t_start - cfg.pre_s).max(0.0) * rate) as u64;
+                    clip = Some(Clip::open(&cfg, rate_hz, id, first, t_start + MAX_CLIP_S));
+                }
+                Ok(Note::End { id, t_end }) => {
+                    if let Some(c) = clip.as_mut().filter(|c| c.id == id) {
+                        c.until = c.until.min(t_end + cfg.post_s);
+                        c.ended = true;
+                        // The audio may already be past the end (a knock's post-roll
+                        // is shorter than the lag): finish now.
+                        if c.catch_up(&pre, seen, rate, lag)
+                            && let Some(c) = clip.take()
+                        {
+                            finish(&cfg, rate_hz, c);
+                        }
+                    }
+                }
+                Err(_) => notes = None,
+            },
         }
-        seen += chunk.len() as u64;
-        pre.extend(&chunk);
-        let done = clip
-            .as_mut()
-            .is_some_and(|c| c.catch_up(&pre, seen, rate, lag));
-        if done && let Some(c) = clip.take() {
-            finish(&cfg, rate_hz, c);
-        }
-        // The lagging catch-up reads up to `lag` + one chunk back: keep that too.
-        let excess = pre.len().saturating_sub(keep + chunk.len());
-        pre.drain(..excess);
     }
-    // The audio ended: the clip takes what is left of it.
+    // Nothing more will come: the clip takes what is left of the audio.
     if let Some(mut c) = clip.take() {
         c.ended = true;
-        c.catch_up(&pre, seen, rate, lag);
+        c.catch_up(&pre, seen, rate, 0);
         finish(&cfg, rate_hz, c);
     }
+}
+
+/// Appends a chunk that starts at stream sample `at` to the in-memory audio; a gap
+/// (chunks dropped because the queue was full) is filled with silence so the clock
+/// stays right. Returns how many samples were added.
+fn take_chunk(
+    pre: &mut VecDeque<f32>,
+    seen: &mut u64,
+    at: u64,
+    chunk: Vec<f32>,
+    keep: usize,
+) -> usize {
+    let mut n = 0;
+    if at > *seen {
+        let gap = ((at - *seen) as usize).min(keep);
+        *seen = at - gap as u64;
+        pre.extend(std::iter::repeat_n(0.0, gap));
+        n += gap;
+    }
+    *seen += chunk.len() as u64;
+    n += chunk.len();
+    pre.extend(chunk);
+    n
 }
 
 /// Completes a clip (header, flush, rename over the final name) and applies retention.
@@ -349,6 +364,7 @@ mod tests {
         std::thread::sleep(Duration::from_millis(50));
         send(2000); // to 6 s; the clip is complete at 4.5 s
         drop(atx);
+        drop(ntx);
         t.join().unwrap();
         let clip = crate::wav::Clip::read(&c.clip_path("e1")).unwrap();
         let x = clip.mono(None);
@@ -384,6 +400,7 @@ mod tests {
         std::thread::sleep(Duration::from_millis(50));
         atx.send((4000, (4000..5000).map(value).collect())).unwrap();
         drop(atx);
+        drop(ntx);
         t.join().unwrap();
         let x = crate::wav::Clip::read(&c.clip_path("k1"))
             .unwrap()
@@ -423,6 +440,7 @@ mod tests {
         .unwrap();
         std::thread::sleep(Duration::from_millis(50));
         drop(atx);
+        drop(ntx);
         t.join().unwrap();
         let x = crate::wav::Clip::read(&c.clip_path("k2"))
             .unwrap()
@@ -430,6 +448,39 @@ mod tests {
         // 1.5 s .. 3.3 s: 1800 samples, although the audio had reached 4 s.
         assert_eq!(x.len(), 1800);
         assert!((x[1799] - value(3299)).abs() < 1e-4, "{}", x[1799]);
+    }
+
+    #[test]
+    fn a_decision_that_trails_the_end_of_the_audio_still_gets_its_clip() {
+        // The last knock of a replay: inference decides after dsp has hung up.
+        let dir = tempfile::tempdir().unwrap();
+        let c = cfg(dir.path());
+        let (atx, arx) = bounded(1024);
+        let (ntx, nrx) = bounded(8);
+        let c2 = c.clone();
+        let t = std::thread::spawn(move || run(c2, 1000, 2.0, arx, nrx));
+        let value = |i: usize| i as f32 / 10_000.0;
+        atx.send((0, (0..4000).map(value).collect())).unwrap();
+        drop(atx);
+        std::thread::sleep(Duration::from_millis(50));
+        let id = || "k3".to_string();
+        ntx.send(Note::Start {
+            id: id(),
+            t_start: 2.5,
+        })
+        .unwrap();
+        ntx.send(Note::End {
+            id: id(),
+            t_end: 2.8,
+        })
+        .unwrap();
+        drop(ntx);
+        t.join().unwrap();
+        let x = crate::wav::Clip::read(&c.clip_path("k3"))
+            .unwrap()
+            .mono(None);
+        assert_eq!(x.len(), 1800);
+        assert!((x[0] - value(1500)).abs() < 1e-4, "{}", x[0]);
     }
 
     #[test]
