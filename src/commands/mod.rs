@@ -145,6 +145,10 @@ pub enum Command {
         /// At most this many windows per clip (originals and each twin).
         #[arg(long, default_value_t = 16)]
         windows_per_clip: usize,
+        /// Every clip is a class of its own (instance discrimination), instead of
+        /// every machine; twin classes stay one per machine and defect.
+        #[arg(long)]
+        clip_classes: bool,
         /// Front-end geometry of the model to train.
         #[command(flatten)]
         front: geometry::FrontEndArgs,
@@ -362,6 +366,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             no_spec_mask,
             no_twins,
             windows_per_clip,
+            clip_classes,
             front,
         } => {
             init_logging("info");
@@ -382,6 +387,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 config,
                 twins: !no_twins,
                 windows_per_clip,
+                clip_classes,
             })
         }
         Command::Eval {

@@ -26,6 +26,8 @@ pub struct Options {
     pub twins: bool,
     /// At most this many windows per clip (evenly spaced), originals and each twin.
     pub windows_per_clip: usize,
+    /// One class per clip rather than per machine (twins stay per machine).
+    pub clip_classes: bool,
 }
 
 /// The machine identity in a DCASE file name: `id_03`, `section_00`, or "".
@@ -67,7 +69,10 @@ pub fn run(o: &Options) -> anyhow::Result<()> {
     let front = meta.front;
     let started = Instant::now();
     let mut classes: Vec<String> = Vec::new();
+    // Per clip: its machine's class, and the clip's own class when clip_classes is on.
     let mut clips: Vec<(usize, PathBuf)> = Vec::new();
+    let mut own: Vec<usize> = Vec::new();
+    let mut clip_names: Vec<String> = Vec::new();
     for dir in &o.dirs {
         for (set, path) in super::eval::sets(dir)? {
             for file in super::wav_files(&path.join("train"))? {
@@ -83,31 +88,42 @@ pub fn run(o: &Options) -> anyhow::Result<()> {
                         classes.len() - 1
                     }
                 };
+                if o.clip_classes {
+                    own.push(clip_names.len());
+                    clip_names.push(format!("{set}/{name}"));
+                }
                 clips.push((class, file));
             }
         }
     }
-    let n_base = classes.len();
+    // Class ids: originals first (per clip or per machine), then twins per machine.
+    let n_machines = classes.len();
+    let n_base = if o.clip_classes {
+        clip_names.len()
+    } else {
+        n_machines
+    };
     let twins: &[Twin] = if o.twins {
         Twin::for_mode(&meta.mode)
     } else {
         &[]
     };
-    let n_classes = n_base * (1 + twins.len());
+    let n_classes = n_base + n_machines * twins.len();
     if n_classes < 2 {
         bail!("one machine and no twins: nothing to tell apart (drop --no-twins)");
     }
     let mut rng = SplitMix64(o.config.seed);
     let (mut windows, mut labels) = (Vec::new(), Vec::new());
     let reading = progress::bar(clips.len() as u64, "reading", Unit::Items("clips"));
-    for (class, file) in &clips {
+    for (k, (class, file)) in clips.iter().enumerate() {
         reading.inc(1);
+        let original = if o.clip_classes { own[k] } else { *class };
         let clip = Clip::read(file)?;
         let mono = clip.mono(Some(0));
         let (w, _) = crate::frontend::padded_windows(front, &mono, clip.sample_rate_hz)?;
         for w in spread(w, o.windows_per_clip) {
             windows.push(w.mels);
-            labels.push(*class as u32);
+            labels.push(original as u32);
         }
         for (t, twin) in twins.iter().enumerate() {
             let y = twin.apply(&mono, clip.sample_rate_hz, &mut rng);
@@ -120,11 +136,12 @@ pub fn run(o: &Options) -> anyhow::Result<()> {
     }
     drop(reading);
     eprintln!(
-        "training on {} windows from {} clips: {} machine classes {:?}, {} twin classes",
+        "training on {} windows from {} clips: {} machines {:?}, {} original classes, {} twin classes",
         windows.len(),
         clips.len(),
-        n_base,
+        n_machines,
         classes,
+        n_base,
         n_classes - n_base
     );
     let cfg = &o.config;
@@ -155,7 +172,12 @@ pub fn run(o: &Options) -> anyhow::Result<()> {
             .join(" "),
         cfg.epochs,
         cfg.seed,
-        if o.twins { "" } else { " --no-twins" },
+        match (o.twins, o.clip_classes) {
+            (true, false) => "",
+            (false, false) => " --no-twins",
+            (true, true) => " --clip-classes",
+            (false, true) => " --no-twins --clip-classes",
+        },
         n_classes,
         windows.len()
     );
