@@ -163,6 +163,21 @@ fn eval_refuses_a_folder_without_sets() {
 #[test]
 fn a_short_training_run_lowers_the_loss_and_writes_a_loadable_model() {
     let Some(data) = shared_data() else { return };
+    short_training_run(&data, &[]);
+}
+
+#[test]
+fn a_short_training_run_with_one_class_per_clip_lowers_the_loss() {
+    let Some(data) = shared_data() else { return };
+    let origin = short_training_run(&data, &["--clip-classes"]);
+    assert!(origin.contains("--clip-classes"), "{origin}");
+    // fan/train holds 8 clips of one machine: 8 clip classes and 5 twin classes.
+    assert!(origin.contains("(13 classes"), "{origin}");
+}
+
+/// Trains 6 epochs on fan/train; checks the loss fell and the model loads; returns
+/// the model's recorded origin.
+fn short_training_run(data: &std::path::Path, extra: &[&str]) -> String {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("m.safetensors");
     let run = hark()
@@ -170,6 +185,7 @@ fn a_short_training_run_lowers_the_loss_and_writes_a_loadable_model() {
         .arg(data.join("fan"))
         .args(["--epochs", "6", "--windows-per-clip", "4", "--out"])
         .arg(&out)
+        .args(extra)
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&run.stdout);
@@ -196,4 +212,5 @@ fn a_short_training_run_lowers_the_loss_and_writes_a_loadable_model() {
         "{}",
         e.meta().origin
     );
+    e.meta().origin.clone()
 }
