@@ -8,7 +8,9 @@
 //! buffer (a few large writes per event, which is what an SD card wants; memory holds
 //! the pre-roll only) and is renamed to its name once complete. Then retention runs:
 //! the oldest clips go while there are more than `max_files`, more than `max_mb`, or
-//! older than `max_days`. The clip's path is in the event payload (`"clip"`).
+//! older than `max_days`. The clip's path is in the event payload (`"clip"`). No clip
+//! is started while its filesystem has less than `min_free_mb` free: the journal and
+//! the banks need that space more.
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -34,6 +36,8 @@ pub struct EvidenceConfig {
     pub max_mb: f64,
     /// Oldest clip kept, in days.
     pub max_days: f64,
+    /// No clip is started while less than this many megabytes are free there.
+    pub min_free_mb: f64,
 }
 
 impl EvidenceConfig {
@@ -198,6 +202,13 @@ pub fn run(
                         c.catch_up(&pre, seen, rate, lag);
                         finish(&cfg, rate_hz, c);
                     }
+                    if let Some(free) = free_mb(&cfg.dir).filter(|&f| f < cfg.min_free_mb) {
+                        tracing::warn!(
+                            dir = %cfg.dir.display(), free_mb = free.round(), min_free_mb = cfg.min_free_mb,
+                            "evidence clip {id} not written: the disk is nearly full"
+                        );
+                        continue;
+                    }
                     // Pre-roll from memory: everything since t_start - pre_s.
                     let first = ((t_start - cfg.pre_s).max(0.0) * rate) as u64;
                     clip = Some(Clip::open(&cfg, rate_hz, id, first, t_start + MAX_CLIP_S));
@@ -225,6 +236,14 @@ pub fn run(
         c.catch_up(&pre, seen, rate, 0);
         finish(&cfg, rate_hz, c);
     }
+}
+
+/// Megabytes free to this user on the filesystem of `dir` (or of its nearest existing
+/// parent, before the first clip makes it); `None` when that cannot be told.
+fn free_mb(dir: &Path) -> Option<f64> {
+    let existing = dir.ancestors().find(|p| p.exists())?;
+    let s = rustix::fs::statvfs(existing).ok()?;
+    Some(s.f_bavail as f64 * s.f_frsize as f64 / 1e6)
 }
 
 /// Appends a chunk that starts at stream sample `at` to the in-memory audio; a gap
@@ -326,6 +345,7 @@ mod tests {
             max_files: 3,
             max_mb: 100.0,
             max_days: 30.0,
+            min_free_mb: 0.0,
         }
     }
 
@@ -481,6 +501,45 @@ mod tests {
             .mono(None);
         assert_eq!(x.len(), 1800);
         assert!((x[0] - value(1500)).abs() < 1e-4, "{}", x[0]);
+    }
+
+    #[test]
+    fn no_clip_is_started_on_a_nearly_full_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        // More free space than any disk has: every clip is refused, nothing breaks.
+        let c = EvidenceConfig {
+            min_free_mb: 1e12,
+            ..cfg(dir.path())
+        };
+        let (atx, arx) = bounded(1024);
+        let (ntx, nrx) = bounded(8);
+        let c2 = c.clone();
+        let t = std::thread::spawn(move || run(c2, 1000, 2.0, arx, nrx));
+        atx.send((0, vec![0.1; 3000])).unwrap();
+        let id = || "full".to_string();
+        ntx.send(Note::Start {
+            id: id(),
+            t_start: 1.0,
+        })
+        .unwrap();
+        ntx.send(Note::End {
+            id: id(),
+            t_end: 2.0,
+        })
+        .unwrap();
+        atx.send((3000, vec![0.1; 3000])).unwrap();
+        drop(atx);
+        drop(ntx);
+        t.join().unwrap();
+        assert!(!c.clip_path("full").exists());
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            0,
+            "no temp file either"
+        );
+        // Free space can be told here, so the refusal was the floor's doing (the other
+        // tests, with a floor of 0, write their clips in the same kind of directory).
+        assert!(free_mb(dir.path()).is_some_and(|f| f > 0.0));
     }
 
     #[test]

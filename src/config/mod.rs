@@ -405,6 +405,7 @@ impl RawConfig {
                 ("evidence_post_s", s.evidence_post_s, 0.0, 60.0),
                 ("evidence_max_mb", s.evidence_max_mb, 0.1, 1e6),
                 ("evidence_max_days", s.evidence_max_days, 0.01, 3650.0),
+                ("evidence_min_free_mb", s.evidence_min_free_mb, 0.0, 1e9),
             ] {
                 if !(v.is_finite() && (lo..=hi).contains(&v)) {
                     return Err(invalid(&key(k), &v, &format!("must be in {lo}..={hi}")));
@@ -424,6 +425,7 @@ impl RawConfig {
                 max_files: s.evidence_max_files,
                 max_mb: s.evidence_max_mb,
                 max_days: s.evidence_max_days,
+                min_free_mb: s.evidence_min_free_mb,
             });
             if !(s.tap_threshold_db.is_finite() && (3.0..=80.0).contains(&s.tap_threshold_db)) {
                 return Err(invalid(

@@ -172,6 +172,9 @@ pub struct RawSource {
     /// Oldest evidence kept, in days.
     #[serde(default = "default_evidence_days")]
     pub evidence_max_days: f64,
+    /// No evidence clip is started while less than this many megabytes are free.
+    #[serde(default = "default_evidence_min_free")]
+    pub evidence_min_free_mb: f64,
     /// Tap mode: a knock is a frame this many dB over the noise floor.
     #[serde(default = "default_tap_threshold")]
     pub tap_threshold_db: f32,
@@ -183,6 +186,9 @@ pub struct RawSource {
     pub tap_pre_ms: f32,
 }
 
+fn default_evidence_min_free() -> f64 {
+    100.0
+}
 fn default_node() -> String {
     "hark".into()
 }
