@@ -169,20 +169,14 @@ pub fn run(
     let mut pre: VecDeque<f32> = VecDeque::with_capacity(keep);
     let mut seen = 0u64; // samples so far: the stream clock
     let mut clip: Option<Clip> = None;
-    let (mut audio, mut notes) = (Some(audio), Some(notes));
-    while audio.is_some() || notes.is_some() {
+    // A channel that hung up is swapped for one that never delivers.
+    let (mut audio, mut notes) = (audio, notes);
+    let (mut audio_open, mut notes_open) = (true, true);
+    while audio_open || notes_open {
         // Once the audio has ended, everything a clip can take is here: no lag.
-        let lag = if audio.is_some() {
-            (lag_s * rate) as u64
-        } else {
-            0
-        };
-        let (a_rx, n_rx) = (
-            audio.clone().unwrap_or_else(crossbeam_channel::never),
-            notes.clone().unwrap_or_else(crossbeam_channel::never),
-        );
+        let lag = if audio_open { (lag_s * rate) as u64 } else { 0 };
         select! {
-            recv(a_rx) -> a => match a {
+            recv(audio) -> a => match a {
                 Ok((at, chunk)) => {
                     let n = take_chunk(&mut pre, &mut seen, at, chunk, keep);
                     let done = clip.as_mut().is_some_and(|c| c.catch_up(&pre, seen, rate, lag));
@@ -193,9 +187,12 @@ pub fn run(
                     let excess = pre.len().saturating_sub(keep + n);
                     pre.drain(..excess);
                 }
-                Err(_) => audio = None,
+                Err(_) => {
+                    audio_open = false;
+                    audio = crossbeam_channel::never();
+                }
             },
-            recv(n_rx) -> n => match n {
+            recv(notes) -> n => match n {
                 Ok(Note::Start { id, t_start }) => {
                     if let Some(mut c) = clip.take() {
                         c.ended = true;
@@ -226,7 +223,10 @@ pub fn run(
                         }
                     }
                 }
-                Err(_) => notes = None,
+                Err(_) => {
+                    notes_open = false;
+                    notes = crossbeam_channel::never();
+                }
             },
         }
     }
