@@ -19,7 +19,7 @@
 //!
 //! Stage modules (`capture`, `dsp`, `inference`, `alarm`) hold only their thread
 //! bodies; the algorithms (`spectrogram`, `frontend`, `tap`, `model`, `bank`,
-//! `detector`, `metrics`, `station`, `train`) are pure and tested on their own;
+//! `detector`, `explain`, `metrics`, `station`, `train`) are pure and tested on their own;
 //! `daemon` wires everything in one place; `commands` holds one file per CLI command.
 
 #![forbid(unsafe_code)]
