@@ -334,11 +334,7 @@ impl NormalBank {
                 t.dtype()
             )));
         }
-        let embeddings: Vec<f32> = t
-            .data()
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect();
+        let embeddings = f32_values(&t);
         if embeddings.iter().any(|x| !x.is_finite()) {
             return Err(err(
                 "tensor `embeddings` holds NaN or infinite values".into()
@@ -382,6 +378,14 @@ impl NormalBank {
     }
 }
 
+/// The values of an F32 tensor (its dtype already checked), little-endian as stored.
+fn f32_values(t: &safetensors::tensor::TensorView) -> Vec<f32> {
+    t.data()
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect()
+}
+
 /// Reads the optional per-row notes of a bank with `rows` rows (all `None` when the
 /// file has none); the error says which tensor or key is wrong.
 fn read_notes(
@@ -409,11 +413,7 @@ fn read_notes(
                 t.dtype()
             ));
         }
-        let v: Vec<f32> = t
-            .data()
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect();
+        let v = f32_values(t);
         match v.iter().position(|x| !x.is_finite()) {
             Some(i) => Err(format!("tensor `{name}` holds a non-finite value at {i}")),
             None => Ok((v, shape[1])),

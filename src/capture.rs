@@ -536,7 +536,7 @@ where
     // Allocated here, before the stream exists, so the callback never allocates.
     let mut interleaved = vec![0.0f32; SCRATCH_FRAMES * channels];
     let mut mono = vec![0.0f32; SCRATCH_FRAMES];
-    let xruns = health.clone();
+    let errors_health = health.clone();
     let on_data = move |data: &[T], _: &cpal::InputCallbackInfo| {
         let Some(producer) = lent.producer.as_mut() else {
             return;
@@ -566,7 +566,7 @@ where
             // restarted the stream. A glitch to count, not a reason to reopen (a
             // reopen loses more audio, and a FIFO-fed test PCM would wait forever).
             cpal::ErrorKind::Xrun => {
-                xruns.xruns.fetch_add(1, Ordering::Relaxed);
+                errors_health.xruns.fetch_add(1, Ordering::Relaxed);
                 return;
             }
             // The stream followed the default device to a new route: nothing to do.

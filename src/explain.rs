@@ -8,7 +8,7 @@
 
 use serde_json::{Value, json};
 
-use crate::bank::RowNote;
+use crate::bank::{NormalBank, RowNote};
 use crate::spectrogram::FrontEndParams;
 
 /// Runs of bands reported at most.
@@ -133,6 +133,17 @@ pub fn explain(window: &[f32], nearest: &RowNote, bounds: &[f32]) -> Option<Expl
         nearest_clip: nearest.clip.clone(),
         nearest_t: nearest.t,
     })
+}
+
+/// Explains a window's [`profile`] against bank row `nearest` (the row
+/// [`NormalBank::nearest`] found); `None` when the bank has no note for that row.
+pub fn against(
+    bank: &NormalBank,
+    nearest: usize,
+    profile: &[f32],
+    bounds: &[f32],
+) -> Option<Explanation> {
+    explain(profile, bank.note(nearest)?, bounds)
 }
 
 /// `2.0-3.1 kHz`, `120-180 Hz` or `700 Hz-1.2 kHz`.

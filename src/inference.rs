@@ -88,13 +88,9 @@ struct Station {
 }
 
 impl Station {
-    /// Bookkeeping for one scored window of a continuous source.
-    fn note(&mut self, row: impl Fn() -> Row, over: bool, transition: Transition) {
-        if let Some(c) = self.enrolling.as_mut()
-            && c.len() < MAX_COLLECTED
-        {
-            c.push(row());
-        }
+    /// Bookkeeping for one scored window of a continuous source; `row` is made only
+    /// if the window is kept (once, even when both lists keep it).
+    fn note(&mut self, row: impl FnOnce() -> Row, over: bool, transition: Transition) {
         if transition == Transition::Raise {
             self.event_windows.clear();
             self.event_muted = self.muted_until.is_some_and(|t| Instant::now() < t);
@@ -102,8 +98,22 @@ impl Station {
                 tracing::info!("event muted");
             }
         }
-        if over && self.event_windows.len() < MAX_EVENT_WINDOWS {
-            self.event_windows.push(row());
+        let collect = self
+            .enrolling
+            .as_ref()
+            .is_some_and(|c| c.len() < MAX_COLLECTED);
+        let keep = over && self.event_windows.len() < MAX_EVENT_WINDOWS;
+        if !(collect || keep) {
+            return;
+        }
+        let row = row();
+        match self.enrolling.as_mut().filter(|_| collect) {
+            Some(c) if keep => {
+                self.event_windows.push(row.clone());
+                c.push(row);
+            }
+            Some(c) => c.push(row),
+            None => self.event_windows.push(row),
         }
     }
 }
@@ -283,7 +293,9 @@ impl Inference {
                         let note = note_of(w);
                         let defective = score > det.threshold();
                         let explain = defective
-                            .then(|| explain(det.bank(), nearest, &note.profile, &bounds))
+                            .then(|| {
+                                crate::explain::against(det.bank(), nearest, &note.profile, &bounds)
+                            })
                             .flatten();
                         if let Some(collected) = station.enrolling.as_mut() {
                             collected.push((emb.clone(), note.clone()));
@@ -346,7 +358,7 @@ impl Inference {
                             explain: explains
                                 .then(|| {
                                     let profile = crate::explain::profile(&w.mels, n_mels);
-                                    explain(det.bank(), nearest, &profile, &bounds)
+                                    crate::explain::against(det.bank(), nearest, &profile, &bounds)
                                 })
                                 .flatten(),
                         };
@@ -659,16 +671,6 @@ impl Inference {
             }
         }
     }
-}
-
-/// Explains a window's profile against bank row `nearest`, if the bank noted it.
-fn explain(
-    bank: &NormalBank,
-    nearest: usize,
-    profile: &[f32],
-    bounds: &[f32],
-) -> Option<Explanation> {
-    crate::explain::explain(profile, bank.note(nearest)?, bounds)
 }
 
 fn file_name(p: &std::path::Path) -> String {

@@ -96,7 +96,7 @@ pub fn run(file: &Path, config: &Path, json: bool, plot: Option<&Path>) -> anyho
         let explain = (score > det.threshold())
             .then(|| {
                 let profile = crate::explain::profile(&w.mels, loaded.front.n_mels);
-                crate::explain::explain(&profile, det.bank().note(nearest)?, &bounds)
+                crate::explain::against(det.bank(), nearest, &profile, &bounds)
             })
             .flatten();
         // Tap mode: one verdict per knock, at its onset, without hysteresis.
