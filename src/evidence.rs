@@ -161,8 +161,8 @@ pub fn run(
     cfg: EvidenceConfig,
     rate_hz: u32,
     lag_s: f64,
-    audio: Receiver<(u64, Vec<f32>)>,
-    notes: Receiver<Note>,
+    mut audio: Receiver<(u64, Vec<f32>)>,
+    mut notes: Receiver<Note>,
 ) {
     let rate = rate_hz as f64;
     let keep = ((cfg.pre_s + lag_s) * rate) as usize;
@@ -170,7 +170,6 @@ pub fn run(
     let mut seen = 0u64; // samples so far: the stream clock
     let mut clip: Option<Clip> = None;
     // A channel that hung up is swapped for one that never delivers.
-    let (mut audio, mut notes) = (audio, notes);
     let (mut audio_open, mut notes_open) = (true, true);
     while audio_open || notes_open {
         // Once the audio has ended, everything a clip can take is here: no lag.
@@ -349,197 +348,167 @@ mod tests {
         }
     }
 
+    /// Sample `i` of the test audio: a ramp, so a clip's samples say where they were.
+    fn ramp(i: usize) -> f32 {
+        i as f32 / 10_000.0
+    }
+
+    /// An evidence thread at 1000 Hz with a 2 s decision lag ([`cfg`]: 1 s pre-roll,
+    /// 0.5 s post-roll), fed by hand in the order a test wants.
+    struct Rig {
+        dir: tempfile::TempDir,
+        cfg: EvidenceConfig,
+        audio: Option<crossbeam_channel::Sender<(u64, Vec<f32>)>>,
+        notes: Option<crossbeam_channel::Sender<Note>>,
+        thread: Option<std::thread::JoinHandle<()>>,
+    }
+
+    impl Rig {
+        fn new(min_free_mb: f64) -> Rig {
+            let dir = tempfile::tempdir().unwrap();
+            let cfg = EvidenceConfig {
+                min_free_mb,
+                ..cfg(dir.path())
+            };
+            let (audio, arx) = bounded(1024);
+            let (notes, nrx) = bounded(8);
+            let c = cfg.clone();
+            let thread = std::thread::spawn(move || run(c, 1000, 2.0, arx, nrx));
+            Rig {
+                dir,
+                cfg,
+                audio: Some(audio),
+                notes: Some(notes),
+                thread: Some(thread),
+            }
+        }
+
+        /// Ramp samples `from..to`, then a pause so the thread takes them first.
+        fn audio(&self, from: usize, to: usize) {
+            let chunk = (from..to).map(ramp).collect();
+            self.audio
+                .as_ref()
+                .unwrap()
+                .send((from as u64, chunk))
+                .unwrap();
+            pause();
+        }
+
+        /// The dsp stage hangs up.
+        fn audio_ends(&mut self) {
+            self.audio = None;
+            pause();
+        }
+
+        fn start(&self, id: &str, t_start: f64) {
+            let id = id.into();
+            let notes = self.notes.as_ref().unwrap();
+            notes.send(Note::Start { id, t_start }).unwrap();
+        }
+
+        fn end(&self, id: &str, t_end: f64) {
+            let id = id.into();
+            let notes = self.notes.as_ref().unwrap();
+            notes.send(Note::End { id, t_end }).unwrap();
+        }
+
+        /// Hangs up both channels, waits for the thread; the clip's samples, if any.
+        fn clip(&mut self, id: &str) -> Option<Vec<f32>> {
+            (self.audio, self.notes) = (None, None);
+            if let Some(t) = self.thread.take() {
+                t.join().unwrap();
+            }
+            let path = self.cfg.clip_path(id);
+            path.exists()
+                .then(|| crate::wav::Clip::read(&path).unwrap().mono(None))
+        }
+    }
+
+    fn pause() {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
     #[test]
     fn a_clip_spans_pre_roll_event_and_post_roll_exactly() {
-        let dir = tempfile::tempdir().unwrap();
-        let c = cfg(dir.path());
-        let rate = 1000u32;
-        let (atx, arx) = bounded(1024);
-        let (ntx, nrx) = bounded(8);
-        let c2 = c.clone();
-        let t = std::thread::spawn(move || run(c2, rate, 2.0, arx, nrx));
-        // A ramp: sample i has value i / 10_000, so the clip's samples say where they were.
-        let value = |i: usize| i as f32 / 10_000.0;
-        let mut sent = 0;
-        let mut send = |n: usize| {
-            let chunk: Vec<f32> = (sent..sent + n).map(value).collect();
-            atx.send((sent as u64, chunk)).unwrap();
-            sent += n;
-        };
-        send(3000); // 3 s
-        std::thread::sleep(Duration::from_millis(50));
-        ntx.send(Note::Start {
-            id: "e1".into(),
-            t_start: 2.5,
-        })
-        .unwrap();
-        std::thread::sleep(Duration::from_millis(50));
-        send(1000); // to 4 s
-        std::thread::sleep(Duration::from_millis(50));
-        ntx.send(Note::End {
-            id: "e1".into(),
-            t_end: 4.0,
-        })
-        .unwrap();
-        std::thread::sleep(Duration::from_millis(50));
-        send(2000); // to 6 s; the clip is complete at 4.5 s
-        drop(atx);
-        drop(ntx);
-        t.join().unwrap();
-        let clip = crate::wav::Clip::read(&c.clip_path("e1")).unwrap();
-        let x = clip.mono(None);
+        let mut rig = Rig::new(0.0);
+        rig.audio(0, 3000); // 3 s
+        rig.start("e1", 2.5);
+        pause();
+        rig.audio(3000, 4000);
+        rig.end("e1", 4.0);
+        pause();
+        rig.audio(4000, 6000); // the clip is complete at 4.5 s
+        let x = rig.clip("e1").unwrap();
         // 1.5 s .. 4.5 s: 3000 samples, from sample 1500 on.
         assert_eq!(x.len(), 3000);
-        assert!((x[0] - value(1500)).abs() < 1e-4, "{}", x[0]);
-        assert!((x[2999] - value(4499)).abs() < 1e-4, "{}", x[2999]);
+        assert!((x[0] - ramp(1500)).abs() < 1e-4, "{}", x[0]);
+        assert!((x[2999] - ramp(4499)).abs() < 1e-4, "{}", x[2999]);
     }
 
     #[test]
     fn an_end_known_after_the_audio_passed_it_still_cuts_the_clip_exactly() {
         // A knock: its decision comes after the audio has run past its post-roll.
-        let dir = tempfile::tempdir().unwrap();
-        let c = cfg(dir.path());
-        let (atx, arx) = bounded(1024);
-        let (ntx, nrx) = bounded(8);
-        let c2 = c.clone();
-        let t = std::thread::spawn(move || run(c2, 1000, 2.0, arx, nrx));
-        let value = |i: usize| i as f32 / 10_000.0;
-        atx.send((0, (0..4000).map(value).collect())).unwrap();
-        std::thread::sleep(Duration::from_millis(50));
-        let id = || "k1".to_string();
-        ntx.send(Note::Start {
-            id: id(),
-            t_start: 2.5,
-        })
-        .unwrap();
-        ntx.send(Note::End {
-            id: id(),
-            t_end: 3.0,
-        })
-        .unwrap();
-        std::thread::sleep(Duration::from_millis(50));
-        atx.send((4000, (4000..5000).map(value).collect())).unwrap();
-        drop(atx);
-        drop(ntx);
-        t.join().unwrap();
-        let x = crate::wav::Clip::read(&c.clip_path("k1"))
-            .unwrap()
-            .mono(None);
+        let mut rig = Rig::new(0.0);
+        rig.audio(0, 4000);
+        rig.start("k1", 2.5);
+        rig.end("k1", 3.0);
+        pause();
+        rig.audio(4000, 5000);
+        let x = rig.clip("k1").unwrap();
         // 1.5 s .. 3.5 s (pre 1 s, post 0.5 s): 2000 samples, nothing after.
         assert_eq!(x.len(), 2000);
-        assert!((x[0] - value(1500)).abs() < 1e-4, "{}", x[0]);
-        assert!((x[1999] - value(3499)).abs() < 1e-4, "{}", x[1999]);
+        assert!((x[0] - ramp(1500)).abs() < 1e-4, "{}", x[0]);
+        assert!((x[1999] - ramp(3499)).abs() < 1e-4, "{}", x[1999]);
     }
 
     #[test]
     fn audio_that_runs_past_the_end_before_the_end_note_is_left_out() {
         // The race the daemon has under load: the audio of the post-roll and beyond
         // reaches the evidence thread before the end of the event does.
-        let dir = tempfile::tempdir().unwrap();
-        let c = cfg(dir.path());
-        let (atx, arx) = bounded(1024);
-        let (ntx, nrx) = bounded(8);
-        let c2 = c.clone();
-        let t = std::thread::spawn(move || run(c2, 1000, 2.0, arx, nrx));
-        let value = |i: usize| i as f32 / 10_000.0;
-        atx.send((0, (0..3000).map(value).collect())).unwrap();
-        std::thread::sleep(Duration::from_millis(50));
-        let id = || "k2".to_string();
-        ntx.send(Note::Start {
-            id: id(),
-            t_start: 2.5,
-        })
-        .unwrap();
-        std::thread::sleep(Duration::from_millis(50));
-        atx.send((3000, (3000..4000).map(value).collect())).unwrap();
-        std::thread::sleep(Duration::from_millis(50));
-        ntx.send(Note::End {
-            id: id(),
-            t_end: 2.8,
-        })
-        .unwrap();
-        std::thread::sleep(Duration::from_millis(50));
-        drop(atx);
-        drop(ntx);
-        t.join().unwrap();
-        let x = crate::wav::Clip::read(&c.clip_path("k2"))
-            .unwrap()
-            .mono(None);
+        let mut rig = Rig::new(0.0);
+        rig.audio(0, 3000);
+        rig.start("k2", 2.5);
+        pause();
+        rig.audio(3000, 4000);
+        rig.end("k2", 2.8);
+        pause();
+        let x = rig.clip("k2").unwrap();
         // 1.5 s .. 3.3 s: 1800 samples, although the audio had reached 4 s.
         assert_eq!(x.len(), 1800);
-        assert!((x[1799] - value(3299)).abs() < 1e-4, "{}", x[1799]);
+        assert!((x[1799] - ramp(3299)).abs() < 1e-4, "{}", x[1799]);
     }
 
     #[test]
     fn a_decision_that_trails_the_end_of_the_audio_still_gets_its_clip() {
         // The last knock of a replay: inference decides after dsp has hung up.
-        let dir = tempfile::tempdir().unwrap();
-        let c = cfg(dir.path());
-        let (atx, arx) = bounded(1024);
-        let (ntx, nrx) = bounded(8);
-        let c2 = c.clone();
-        let t = std::thread::spawn(move || run(c2, 1000, 2.0, arx, nrx));
-        let value = |i: usize| i as f32 / 10_000.0;
-        atx.send((0, (0..4000).map(value).collect())).unwrap();
-        drop(atx);
-        std::thread::sleep(Duration::from_millis(50));
-        let id = || "k3".to_string();
-        ntx.send(Note::Start {
-            id: id(),
-            t_start: 2.5,
-        })
-        .unwrap();
-        ntx.send(Note::End {
-            id: id(),
-            t_end: 2.8,
-        })
-        .unwrap();
-        drop(ntx);
-        t.join().unwrap();
-        let x = crate::wav::Clip::read(&c.clip_path("k3"))
-            .unwrap()
-            .mono(None);
+        let mut rig = Rig::new(0.0);
+        rig.audio(0, 4000);
+        rig.audio_ends();
+        rig.start("k3", 2.5);
+        rig.end("k3", 2.8);
+        let x = rig.clip("k3").unwrap();
         assert_eq!(x.len(), 1800);
-        assert!((x[0] - value(1500)).abs() < 1e-4, "{}", x[0]);
+        assert!((x[0] - ramp(1500)).abs() < 1e-4, "{}", x[0]);
     }
 
     #[test]
     fn no_clip_is_started_on_a_nearly_full_disk() {
-        let dir = tempfile::tempdir().unwrap();
         // More free space than any disk has: every clip is refused, nothing breaks.
-        let c = EvidenceConfig {
-            min_free_mb: 1e12,
-            ..cfg(dir.path())
-        };
-        let (atx, arx) = bounded(1024);
-        let (ntx, nrx) = bounded(8);
-        let c2 = c.clone();
-        let t = std::thread::spawn(move || run(c2, 1000, 2.0, arx, nrx));
-        atx.send((0, vec![0.1; 3000])).unwrap();
-        let id = || "full".to_string();
-        ntx.send(Note::Start {
-            id: id(),
-            t_start: 1.0,
-        })
-        .unwrap();
-        ntx.send(Note::End {
-            id: id(),
-            t_end: 2.0,
-        })
-        .unwrap();
-        atx.send((3000, vec![0.1; 3000])).unwrap();
-        drop(atx);
-        drop(ntx);
-        t.join().unwrap();
-        assert!(!c.clip_path("full").exists());
+        let mut rig = Rig::new(1e12);
+        rig.audio(0, 3000);
+        rig.start("full", 1.0);
+        rig.end("full", 2.0);
+        rig.audio(3000, 6000);
+        assert!(rig.clip("full").is_none());
+        let dir = rig.dir.path();
         assert_eq!(
-            std::fs::read_dir(dir.path()).unwrap().count(),
+            std::fs::read_dir(dir).unwrap().count(),
             0,
             "no temp file either"
         );
         // Free space can be told here, so the refusal was the floor's doing (the other
         // tests, with a floor of 0, write their clips in the same kind of directory).
-        assert!(free_mb(dir.path()).is_some_and(|f| f > 0.0));
+        assert!(free_mb(dir).is_some_and(|f| f > 0.0));
     }
 
     #[test]

@@ -188,23 +188,8 @@ fn check_flow(sub: &Collector, s: &Stream, mut proc: Proc, dir: &Path) {
 
 /// The event's evidence clip holds the stream's own samples from 5 s before the event.
 fn check_evidence(ev: &serde_json::Value, s: &Stream) {
-    let clip = std::path::PathBuf::from(ev["clip"].as_str().expect("event names its clip"));
-    let got = hark::wav::Clip::read(&clip)
-        .unwrap_or_else(|e| panic!("evidence clip: {e}"))
-        .mono(None);
-    let stream = hark::wav::Clip::read(&s.wav).unwrap().mono(None);
     let t_start = ev["t_start"].as_f64().unwrap();
-    let guess = ((t_start - 5.0) * 16000.0) as usize;
-    // t_start is rounded to the millisecond in the payload: look a few samples around.
-    let at = (guess.saturating_sub(32)..guess + 32)
-        .find(|&i| stream[i..i + 4000] == got[..4000])
-        .unwrap_or_else(|| panic!("clip does not start 5 s before t_start = {t_start}"));
-    let n = got.len().min(stream.len() - at);
-    assert_eq!(
-        got[..n],
-        stream[at..at + n],
-        "the clip is the stream's sound"
-    );
+    let (got, _) = crate::util::evidence_clip(ev, &s.wav, t_start - 5.0, 32);
     // Pre-roll plus the event to the end of the stream (it ends during the anomaly).
     assert!(
         got.len() as f64 / 16000.0 > 5.0 + WINDOW_S,

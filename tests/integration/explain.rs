@@ -40,6 +40,13 @@ fn explanations(wav: &Path, cfg: &Path) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// The largest run of an explanation: (lower edge, upper edge, dB).
+fn top_band(x: &serde_json::Value) -> (f64, f64, f64) {
+    let top = &x["bands"][0];
+    let num = |k: &str| top[k].as_f64().unwrap_or_else(|| panic!("{k} in {x}"));
+    (num("lo_hz"), num("hi_hz"), num("db"))
+}
+
 #[test]
 fn an_event_names_the_band_that_changed_and_the_nearest_normal_clip() {
     let dir = tempfile::tempdir().unwrap();
@@ -74,16 +81,12 @@ fn an_event_names_the_band_that_changed_and_the_nearest_normal_clip() {
     let xs = explanations(&whistle, &cfg);
     assert!(!xs.is_empty(), "the whistle was not anomalous");
     for x in &xs {
-        let top = &x["bands"][0];
-        let (lo, hi) = (
-            top["lo_hz"].as_f64().unwrap(),
-            top["hi_hz"].as_f64().unwrap(),
-        );
+        let (lo, hi, db) = top_band(x);
         assert!(
             lo <= 3000.0 && 3000.0 <= hi,
             "whistle at 3 kHz, explained as {x}"
         );
-        assert!(top["db"].as_f64().unwrap() > 10.0, "{x}");
+        assert!(db > 10.0, "{x}");
         let clip = x["nearest"]["clip"].as_str().unwrap();
         assert!(
             clip.starts_with(&normal.display().to_string()) && clip.ends_with(".wav"),
@@ -98,16 +101,12 @@ fn an_event_names_the_band_that_changed_and_the_nearest_normal_clip() {
     let xs = explanations(&quiet, &cfg);
     assert!(!xs.is_empty(), "the missing hum was not anomalous");
     for x in &xs {
-        let top = &x["bands"][0];
-        let (lo, hi) = (
-            top["lo_hz"].as_f64().unwrap(),
-            top["hi_hz"].as_f64().unwrap(),
-        );
+        let (lo, hi, db) = top_band(x);
         assert!(
             lo <= 200.0 && 200.0 <= hi,
             "hum at 200 Hz, explained as {x}"
         );
-        assert!(top["db"].as_f64().unwrap() < -10.0, "{x}");
+        assert!(db < -10.0, "{x}");
         assert!(x["text"].as_str().unwrap().starts_with('-'), "{x}");
     }
 }

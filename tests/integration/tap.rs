@@ -203,23 +203,8 @@ fn every_knock_gets_exactly_one_verdict_and_cracks_score_higher() {
 /// A defective knock's evidence clip holds the stream's own samples, from 0.2 s before
 /// the knock's onset to 0.2 s after its window.
 fn check_knock_evidence(v: &serde_json::Value, stream: &Path) {
-    let path = v["clip"].as_str().unwrap_or_else(|| panic!("no clip: {v}"));
-    let got = hark::wav::Clip::read(Path::new(path))
-        .unwrap_or_else(|e| panic!("evidence clip: {e}"))
-        .mono(None);
-    let stream = hark::wav::Clip::read(stream).unwrap();
-    let rate = stream.sample_rate_hz as f64;
-    let stream = stream.mono(None);
-    let guess = ((v["t"].as_f64().unwrap() - 0.2) * rate) as usize;
-    // `t` is rounded to the millisecond: look a little either side.
-    let at = (guess.saturating_sub(64)..guess + 64)
-        .find(|&i| stream[i..i + 2000] == got[..2000])
-        .unwrap_or_else(|| panic!("clip does not start 0.2 s before the knock: {v}"));
-    assert_eq!(
-        got[..],
-        stream[at..at + got.len()],
-        "the clip is the stream's sound"
-    );
+    let t = v["t"].as_f64().unwrap();
+    let (got, rate) = crate::util::evidence_clip(v, stream, t - 0.2, 64);
     // Pre-roll, the knock's window and the post-roll, nothing more.
     let window = hark::model::Embedder::load(&shipped_model("tap.safetensors"))
         .unwrap()

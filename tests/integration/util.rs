@@ -327,3 +327,36 @@ pub fn spawn_hark(config: &Path) -> Proc {
             .unwrap(),
     )
 }
+
+/// Reads the evidence clip a payload names and checks it is the stream's own sound:
+/// it must start within `slack` samples of second `starts_at_s` of `stream` (payload
+/// times are rounded to the millisecond) and match it sample for sample from there.
+/// Returns the clip's samples and the rate.
+pub fn evidence_clip(
+    payload: &serde_json::Value,
+    stream: &Path,
+    starts_at_s: f64,
+    slack: usize,
+) -> (Vec<f32>, f64) {
+    let path = payload["clip"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no clip: {payload}"));
+    let got = hark::wav::Clip::read(Path::new(path))
+        .unwrap_or_else(|e| panic!("evidence clip: {e}"))
+        .mono(None);
+    let stream = hark::wav::Clip::read(stream).unwrap();
+    let rate = stream.sample_rate_hz as f64;
+    let stream = stream.mono(None);
+    let guess = (starts_at_s * rate) as usize;
+    let probe = got.len().min(2000);
+    let at = (guess.saturating_sub(slack)..guess + slack)
+        .find(|&i| stream[i..i + probe] == got[..probe])
+        .unwrap_or_else(|| panic!("the clip does not start at {starts_at_s} s: {payload}"));
+    let n = got.len().min(stream.len() - at);
+    assert_eq!(
+        got[..n],
+        stream[at..at + n],
+        "the clip is the stream's sound"
+    );
+    (got, rate)
+}
