@@ -2,8 +2,7 @@
 # Leave-one-set-out check of tap-model training: train on one knock set's train/ clips
 # (bottles or stones), evaluate on the *other* set, which the model never heard. This is
 # how a trained tap model has to prove it generalises to another station; compare with
-# the fixed-seed models/tap.safetensors (`hark eval ../shared/data/bottles
-# ../shared/data/stones --model models/tap.safetensors`). About 1 min per row here.
+# the fixed-seed network of the same geometry (the first row). About 1 min per row here.
 # Usage: scripts/loso-tap.sh [DATA_DIR]   (needs `cargo build --release` first)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,8 +21,23 @@ row() { # name, train flags...
         "$hark" eval "$data/$held_out" --model "$out/$name.safetensors" 2>/dev/null | grep AUC
     done
 }
+untrained() {
+    for pair in "stones bottles" "bottles stones"; do
+        local train=${pair% *} held_out=${pair#* }
+        "$hark" init-model "${geometry[@]}" --seed 7 --out "$out/untrained.safetensors" >/dev/null 2>&1
+        printf '%-10s trained on %-8s ' untrained "$train"
+        "$hark" eval "$data/$held_out" --model "$out/untrained.safetensors" 2>/dev/null | grep AUC
+    done
+}
+untrained
 row e5 --epochs 5
 row e1 --epochs 1
 row lr1e-4e3 --epochs 3 --lr 1e-4
 row no-mask --epochs 5 --no-spec-mask
 row mixup --epochs 5 --mixup 0.5
+# The anchor keeps each embedding near the fixed-seed network's while the classes pull.
+row anchor0.1 --epochs 5 --anchor 0.1
+row anchor0.3 --epochs 5 --anchor 0.3
+row anchor1 --epochs 5 --anchor 1
+row anchor10 --epochs 5 --anchor 10
+row anchor1e20 --epochs 20 --anchor 1

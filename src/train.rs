@@ -170,6 +170,9 @@ pub struct TrainConfig {
     pub mixup: f64,
     /// Mask a random time and frequency band of each window (SpecAugment-style).
     pub spec_mask: bool,
+    /// Weight of the anchor term: the mean squared distance between each window's
+    /// embedding and the one the fixed-seed starting network gives it. 0 is off.
+    pub anchor: f64,
     /// Seed of initial weights, shuffling and augmentation.
     pub seed: u64,
 }
@@ -186,6 +189,7 @@ impl Default for TrainConfig {
             label_smoothing: 0.1,
             mixup: 0.0,
             spec_mask: true,
+            anchor: 0.0,
             seed: 7,
         }
     }
@@ -213,10 +217,6 @@ pub fn arcface_logits(
     m: f64,
     s: f64,
 ) -> candle_core::Result<Tensor> {
-    let unit = |t: &Tensor| -> candle_core::Result<Tensor> {
-        let n = t.sqr()?.sum_keepdim(1)?.sqrt()?.clamp(1e-6, f64::MAX)?;
-        t.broadcast_div(&n)
-    };
     let cos = unit(emb)?
         .matmul(&unit(weight)?.t()?)?
         .clamp(-1.0 + 1e-6, 1.0 - 1e-6)?;
@@ -225,6 +225,12 @@ pub fn arcface_logits(
     // Only the target class gets the margin.
     let logits = (&cos + (onehot * (cos_m - &cos)?)?)?;
     logits * s
+}
+
+/// Rows scaled to unit length.
+fn unit(t: &Tensor) -> candle_core::Result<Tensor> {
+    let n = t.sqr()?.sum_keepdim(1)?.sqrt()?.clamp(1e-6, f64::MAX)?;
+    t.broadcast_div(&n)
 }
 
 /// Cross-entropy against soft targets (label smoothing, mixup).
@@ -265,6 +271,21 @@ pub fn train(
     }
     let vb = VarBuilder::from_varmap(&varmap, DType::F32, &device);
     let net = Net::new(meta, vb.clone())?;
+    // The starting network, frozen: the anchor term keeps the trained embedding near
+    // it, so the fine detail of random features that nearest-normal scoring relies on
+    // survives while the classes pull.
+    let start = if cfg.anchor > 0.0 {
+        let tensors = fixed_seed_tensors(meta, cfg.seed)
+            .into_iter()
+            .map(|(name, shape, values)| Ok((name, Tensor::from_vec(values, shape, &device)?)))
+            .collect::<candle_core::Result<std::collections::HashMap<_, _>>>()?;
+        Some(Net::new(
+            meta,
+            VarBuilder::from_tensors(tensors, DType::F32, &device),
+        )?)
+    } else {
+        None
+    };
     let mut rng = SplitMix64(cfg.seed ^ 0xA5A5_5A5A);
     let head: Vec<f32> = (0..n_classes * meta.embedding_dim)
         .map(|_| rng.normal() as f32 * 0.1)
@@ -324,7 +345,16 @@ pub fn train(
             let onehot = Tensor::from_vec(onehot, (b, n_classes), &device)?;
             let emb = net.forward(&xt)?;
             let logits = arcface_logits(&emb, head.as_tensor(), &onehot, cfg.margin, cfg.scale)?;
-            let loss = soft_cross_entropy(&logits, &tt)?;
+            let mut loss = soft_cross_entropy(&logits, &tt)?;
+            if let Some(start) = &start {
+                // On the raw vectors, length included: anchoring only their
+                // directions (what the bank compares) held them far less (measured).
+                let drift = (&emb - start.forward(&xt)?.detach())?
+                    .sqr()?
+                    .sum(1)?
+                    .mean_all()?;
+                loss = (loss + (drift * cfg.anchor)?)?;
+            }
             opt.backward_step(&loss)?;
             let loss = loss.to_scalar::<f32>()?;
             losses.push(loss);
@@ -397,6 +427,76 @@ mod tests {
         // Target of row 1: cos(acos(0.8) + 0.5).
         assert!((marg[1][1] - (0.8f32.acos() + 0.5).cos()).abs() < 1e-4);
         assert!(marg[0][0] < plain[0][0]);
+    }
+
+    /// The raw embeddings of `windows` under `tensors`.
+    fn embed(meta: &ModelMeta, tensors: Vec<NamedTensor>, windows: &[Vec<f32>]) -> Tensor {
+        let dev = Device::Cpu;
+        let map = tensors
+            .into_iter()
+            .map(|(n, shape, v)| (n, Tensor::from_vec(v, shape, &dev).unwrap()))
+            .collect();
+        let net = Net::new(meta, VarBuilder::from_tensors(map, DType::F32, &dev)).unwrap();
+        let mut x = Vec::new();
+        for w in windows {
+            meta.normalise_into(w, &mut x);
+        }
+        let (f, m) = (meta.front.frames, meta.front.n_mels);
+        net.forward(&Tensor::from_vec(x, (windows.len(), f, m), &dev).unwrap())
+            .unwrap()
+    }
+
+    #[test]
+    fn the_anchor_keeps_the_embedding_near_the_starting_network() {
+        let meta = ModelMeta::default_continuous("test");
+        let (f, m) = (meta.front.frames, meta.front.n_mels);
+        let mut rng = SplitMix64(5);
+        // Two classes of noise windows: class 1 is 10 dB louder in the upper half.
+        let (mut windows, mut labels) = (Vec::new(), Vec::new());
+        for i in 0..48 {
+            let class = i % 2;
+            windows.push(
+                (0..f * m)
+                    .map(|k| {
+                        let lift = if class == 1 && k % m >= m / 2 {
+                            10.0
+                        } else {
+                            0.0
+                        };
+                        -50.0 + lift + 6.0 * rng.normal() as f32
+                    })
+                    .collect::<Vec<f32>>(),
+            );
+            labels.push(class as u32);
+        }
+        // Directions, as the bank compares them.
+        let start = unit(&embed(&meta, fixed_seed_tensors(&meta, 7), &windows)).unwrap();
+        let drift = |anchor: f64| -> f32 {
+            let cfg = TrainConfig {
+                epochs: 3,
+                batch: 16,
+                lr: 1e-3,
+                anchor,
+                ..Default::default()
+            };
+            let (tensors, _) = train(&meta, &windows, &labels, 2, &cfg, &mut |_| {}).unwrap();
+            let e = unit(&embed(&meta, tensors, &windows)).unwrap();
+            (e - &start)
+                .unwrap()
+                .sqr()
+                .unwrap()
+                .sum(1)
+                .unwrap()
+                .mean_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap()
+        };
+        let (free, held) = (drift(0.0), drift(0.3));
+        assert!(
+            free > 0.0 && held < free / 4.0,
+            "drift {free} free, {held} anchored"
+        );
     }
 
     #[test]

@@ -139,11 +139,15 @@ pub enum Command {
         /// No spectrogram masking.
         #[arg(long)]
         no_spec_mask: bool,
+        /// Weight of the anchor term that keeps each embedding near the fixed-seed
+        /// network's (0: off).
+        #[arg(long, default_value_t = 0.0)]
+        anchor: f64,
         /// No anomaly-twin classes.
         #[arg(long)]
         no_twins: bool,
         /// At most this many windows per clip (originals and each twin).
-        #[arg(long, default_value_t = 16)]
+        #[arg(long, default_value_t = train::DEFAULT_WINDOWS_PER_CLIP)]
         windows_per_clip: usize,
         /// Every clip is a class of its own (instance discrimination), instead of
         /// every machine; twin classes stay one per machine and defect.
@@ -364,6 +368,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             mixup,
             label_smoothing,
             no_spec_mask,
+            anchor,
             no_twins,
             windows_per_clip,
             clip_classes,
@@ -378,6 +383,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 mixup,
                 label_smoothing,
                 spec_mask: !no_spec_mask,
+                anchor,
                 ..Default::default()
             };
             train::run(&train::Options {

@@ -11,6 +11,9 @@ use crate::model::{ModelMeta, SplitMix64, save_tensors};
 use crate::train::{TrainConfig, Twin, train};
 use crate::wav::Clip;
 
+/// `--windows-per-clip` when not given.
+pub const DEFAULT_WINDOWS_PER_CLIP: usize = 16;
+
 /// What `hark train` was asked.
 #[derive(Debug)]
 pub struct Options {
@@ -60,6 +63,34 @@ fn spread<T>(v: Vec<T>, k: usize) -> Vec<T> {
         .collect()
 }
 
+/// The training flags, as `hark train` takes them: epochs and seed always, the rest
+/// where they differ from the defaults (the model's origin records them).
+fn flags(o: &Options) -> String {
+    let (c, d) = (&o.config, TrainConfig::default());
+    let mut s = format!(" --epochs {} --seed {}", c.epochs, c.seed);
+    let mut add = |on: bool, flag: String| {
+        if on {
+            s.push_str(&flag);
+        }
+    };
+    add(c.batch != d.batch, format!(" --batch {}", c.batch));
+    add(c.lr != d.lr, format!(" --lr {}", c.lr));
+    add(c.anchor != d.anchor, format!(" --anchor {}", c.anchor));
+    add(c.mixup != d.mixup, format!(" --mixup {}", c.mixup));
+    add(
+        c.label_smoothing != d.label_smoothing,
+        format!(" --label-smoothing {}", c.label_smoothing),
+    );
+    add(!c.spec_mask, " --no-spec-mask".into());
+    add(!o.twins, " --no-twins".into());
+    add(o.clip_classes, " --clip-classes".into());
+    add(
+        o.windows_per_clip != DEFAULT_WINDOWS_PER_CLIP,
+        format!(" --windows-per-clip {}", o.windows_per_clip),
+    );
+    s
+}
+
 /// Gathers, trains, saves; prints what it did and how long it took.
 pub fn run(o: &Options) -> anyhow::Result<()> {
     if o.dirs.is_empty() {
@@ -73,8 +104,10 @@ pub fn run(o: &Options) -> anyhow::Result<()> {
     let mut clips: Vec<(usize, PathBuf)> = Vec::new();
     let mut own: Vec<usize> = Vec::new();
     let mut clip_names: Vec<String> = Vec::new();
+    let mut sets = Vec::new();
     for dir in &o.dirs {
         for (set, path) in super::eval::sets(dir)? {
+            sets.push(set.clone());
             for file in super::wav_files(&path.join("train"))? {
                 let name = file
                     .file_name()
@@ -164,20 +197,10 @@ pub fn run(o: &Options) -> anyhow::Result<()> {
     })?;
     drop(bar);
     let origin = format!(
-        "trained: hark train {} --epochs {} --seed {}{} ({} classes, {} windows)",
-        o.dirs
-            .iter()
-            .map(|d| d.display().to_string())
-            .collect::<Vec<_>>()
-            .join(" "),
-        cfg.epochs,
-        cfg.seed,
-        match (o.twins, o.clip_classes) {
-            (true, false) => "",
-            (false, false) => " --no-twins",
-            (true, true) => " --clip-classes",
-            (false, true) => " --no-twins --clip-classes",
-        },
+        "trained: hark train {}{} ({} classes, {} windows)",
+        // Set names, not paths: the same data gives the same bytes wherever it lies.
+        sets.join(" "),
+        flags(o),
         n_classes,
         windows.len()
     );
