@@ -6,7 +6,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use crate::util::{
-    Collector, Msg, SERIAL, concat_wav, free_port, hark, mosquitto, run_ok, shared_data,
+    Collector, Msg, SERIAL, concat_wav, free_port, hark, json_rows, mosquitto, run_ok, shared_data,
     shipped_model, system_binary,
 };
 
@@ -41,13 +41,6 @@ fn fan_config(data: &Path, dir: &Path) -> PathBuf {
     )
     .unwrap();
     cfg
-}
-
-fn json_rows(stdout: &[u8]) -> Vec<serde_json::Value> {
-    String::from_utf8_lossy(stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
 }
 
 #[test]

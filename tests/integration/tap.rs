@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use rand::{RngExt, SeedableRng};
 
-use crate::util::{Collector, SERIAL, hark, mosquitto, run_ok, shared_data, shipped_model};
+use crate::util::{
+    Collector, SERIAL, hark, json_rows, mosquitto, run_ok, shared_data, shipped_model,
+};
 
 /// Writes the knock stream; returns (onset seconds, cracked?) per knock.
 pub fn knock_stream(data: &Path, out: &Path, knocks: usize) -> Vec<(f64, bool)> {
@@ -335,4 +337,53 @@ fn station_commands_update_the_bank_and_bad_ones_get_an_error() {
     assert!(status.success(), "never crashed: {}", proc.stderr());
     // A restart finds the updated bank.
     assert_eq!(size(), enrolled);
+}
+
+#[test]
+fn score_takes_a_clip_cut_at_its_strike_as_one_knock() {
+    // bottles/test clips are single 2048-sample strikes that begin at the strike, with
+    // no quiet before it for the detector's noise floor (as `hark eval` reads them).
+    let Some(data) = shared_data() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let (model, bank) = enrol_station(&data, dir.path());
+    let cfg = dir.path().join("hark.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[[source]]\nname = \"station\"\nmode = \"tap\"\nmodel = \"{}\"\nbank = \"{}\"\n",
+            model.display(),
+            bank.display()
+        ),
+    )
+    .unwrap();
+    let rows = |wav: &Path| -> Vec<serde_json::Value> {
+        let out = run_ok(
+            hark()
+                .arg("score")
+                .arg(wav)
+                .arg("--config")
+                .arg(&cfg)
+                .arg("--json"),
+        );
+        json_rows(&out.stdout)
+    };
+    let test = data.join("bottles/test");
+    let mut clips: Vec<PathBuf> = std::fs::read_dir(&test)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    clips.sort();
+    for clip in clips.iter().step_by(50) {
+        let r = rows(clip);
+        assert_eq!(r.len(), 1, "{}: {r:?}", clip.display());
+        assert_eq!(r[0]["t"], 0.0, "{}", clip.display());
+    }
+    // Low noise whose loudest moment is not at its start holds no knock.
+    let quiet = dir.path().join("quiet.wav");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+    let x: Vec<f32> = (0..24_000)
+        .map(|i| 0.001 * rng.random_range(-1.0f32..1.0) * if i == 12_000 { 3.0 } else { 1.0 })
+        .collect();
+    hark::wav::write_mono_i16(&quiet, 48_000, &x).unwrap();
+    assert!(rows(&quiet).is_empty(), "noise with no strike gave a knock");
 }

@@ -360,3 +360,11 @@ pub fn evidence_clip(
     );
     (got, rate)
 }
+
+/// One JSON value per line of a command's output (`--json` modes).
+pub fn json_rows(stdout: &[u8]) -> Vec<serde_json::Value> {
+    String::from_utf8_lossy(stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
