@@ -6,7 +6,7 @@ use std::hint::black_box;
 use std::path::Path;
 
 use criterion::{Criterion, criterion_group};
-use hark::bank::{NormalBank, calibrate};
+use hark::bank::{NormalBank, Target, calibrate};
 use hark::frontend::FrontEnd;
 use hark::model::Embedder;
 use hark::spectrogram::{FrontEndParams, Spectrogram};
@@ -64,7 +64,7 @@ fn budget(c: &mut Criterion) {
     for n in [256usize, 2048, 10_000] {
         let bank = NormalBank::from_parts(
             &unit_rows(n, query.len()),
-            calibrate(&[0.0, 1.0], 0.01),
+            calibrate(&[0.0, 1.0], Target::continuous()),
             "bench",
         );
         c.bench_function(&format!("nearest_normal_{n}"), |b| {

@@ -39,6 +39,43 @@ pub struct Calibration {
 /// a factor, not an offset, carries across models and machines.
 pub const THRESHOLD_MARGIN: f32 = 2.0;
 
+/// The margin for knocks (`mode = "tap"`): none. A station's knocks are made the same
+/// way each time, and held-out knocks score like the bank's own: enrolled on half of
+/// bottles/train, the other half's 99th percentile was 0.92× the calibrated quantile
+/// (1 of 250 over it). A missed crack costs more than a second knock, and a false
+/// alarm is one `false_alarm` command away from joining the bank.
+pub const TAP_THRESHOLD_MARGIN: f32 = 1.0;
+
+/// Target false-alarm rate per window for threshold calibration (before the margin).
+pub const TARGET_FAR: f32 = 0.01;
+
+/// What a bank's threshold is set for.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Target {
+    /// False-alarm rate per window of the normal-score quantile.
+    pub far: f32,
+    /// Threshold = this × that quantile.
+    pub margin: f32,
+}
+
+impl Target {
+    /// The target for banks of a model made for `mode` (`"tap"` or `"continuous"`).
+    pub fn for_mode(mode: &str) -> Target {
+        Target {
+            far: TARGET_FAR,
+            margin: match mode {
+                "tap" => TAP_THRESHOLD_MARGIN,
+                _ => THRESHOLD_MARGIN,
+            },
+        }
+    }
+
+    /// The continuous-mode target.
+    pub fn continuous() -> Target {
+        Target::for_mode("continuous")
+    }
+}
+
 /// What a bank row was made from, so an anomaly can be explained against it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RowNote {
@@ -96,7 +133,7 @@ impl NormalBank {
         notes: &[Option<RowNote>],
         guard: u32,
         max_size: usize,
-        target_far: f32,
+        target: Target,
         model_hash: &str,
     ) -> anyhow::Result<NormalBank> {
         anyhow::ensure!(
@@ -115,7 +152,7 @@ impl NormalBank {
         let dim = embeddings[0].len();
         let flat: Vec<f32> = embeddings.iter().flatten().copied().collect();
         let scores = leave_one_out_scores(&flat, dim, origins, guard);
-        let calibration = calibrate(&scores, target_far);
+        let calibration = calibrate(&scores, target);
         let keep = k_center(&flat, dim, max_size.max(1));
         let embeddings = keep
             .iter()
@@ -497,8 +534,12 @@ fn leave_one_out_scores(flat: &[f32], dim: usize, origins: &[Origin], guard: u32
         .collect()
 }
 
-/// Threshold at [`THRESHOLD_MARGIN`] × the `1 − target_far` quantile of normal scores.
-pub fn calibrate(scores: &[f32], target_far: f32) -> Calibration {
+/// Threshold at `target.margin` × the `1 − target.far` quantile of normal scores.
+pub fn calibrate(scores: &[f32], target: Target) -> Calibration {
+    let Target {
+        far: target_far,
+        margin,
+    } = target;
     let mut s = scores.to_vec();
     s.sort_by(f32::total_cmp);
     let n = s.len() as f32;
@@ -506,12 +547,12 @@ pub fn calibrate(scores: &[f32], target_far: f32) -> Calibration {
     let std = (s.iter().map(|x| (x - mean).powi(2)).sum::<f32>() / n).sqrt();
     let q = ((1.0 - target_far) * (n - 1.0)).round() as usize;
     Calibration {
-        threshold: THRESHOLD_MARGIN * s[q.min(s.len() - 1)],
+        threshold: margin * s[q.min(s.len() - 1)],
         score_mean: mean,
         score_std: std,
         score_max: *s.last().unwrap_or(&0.0),
         target_far,
-        margin: THRESHOLD_MARGIN,
+        margin,
     }
 }
 
@@ -559,7 +600,8 @@ mod tests {
     #[test]
     fn identical_is_zero_and_orthogonal_is_one() {
         let e = vec![unit(&[1.0, 0.0, 0.0]), unit(&[0.0, 1.0, 0.0])];
-        let bank = NormalBank::build(&e, &origins(2), &[], 0, 10, 0.01, "h").unwrap();
+        let bank =
+            NormalBank::build(&e, &origins(2), &[], 0, 10, Target::continuous(), "h").unwrap();
         assert!(bank.nearest(&[1.0, 0.0, 0.0]).0.abs() < 1e-6);
         assert!((bank.nearest(&[0.0, 0.0, 1.0]).0 - 1.0).abs() < 1e-6);
         assert_eq!(bank.nearest(&[0.0, 1.0, 0.0]).1, 1);
@@ -576,7 +618,8 @@ mod tests {
                 e.push(unit(&v));
             }
         }
-        let bank = NormalBank::build(&e, &origins(30), &[], 0, 3, 0.01, "h").unwrap();
+        let bank =
+            NormalBank::build(&e, &origins(30), &[], 0, 3, Target::continuous(), "h").unwrap();
         assert_eq!(bank.len(), 3);
         for v in &e {
             assert!(bank.nearest(v).0 < 0.01);
@@ -586,10 +629,26 @@ mod tests {
     #[test]
     fn calibration_quantile() {
         let scores: Vec<f32> = (0..=100).map(|i| i as f32 / 100.0).collect();
-        let c = calibrate(&scores, 0.1);
+        let c = calibrate(
+            &scores,
+            Target {
+                far: 0.1,
+                margin: THRESHOLD_MARGIN,
+            },
+        );
         assert!((c.threshold - THRESHOLD_MARGIN * 0.9).abs() < 1e-6);
         assert!((c.score_mean - 0.5).abs() < 1e-6);
         assert_eq!(c.score_max, 1.0);
+    }
+
+    #[test]
+    fn knock_banks_take_no_margin_running_machines_twice_the_quantile() {
+        let scores: Vec<f32> = (0..=100).map(|i| i as f32 / 100.0).collect();
+        let tap = calibrate(&scores, Target::for_mode("tap"));
+        let cont = calibrate(&scores, Target::for_mode("continuous"));
+        assert!((tap.threshold - 0.99).abs() < 1e-6, "{tap:?}");
+        assert!((cont.threshold - 2.0 * 0.99).abs() < 1e-6, "{cont:?}");
+        assert_eq!((tap.margin, cont.margin), (1.0, 2.0));
     }
 
     #[test]
@@ -620,7 +679,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("b.bank.safetensors");
         let e = vec![unit(&[1.0, 2.0]), unit(&[2.0, 1.0]), unit(&[1.0, 1.0])];
-        let bank = NormalBank::build(&e, &origins(3), &[], 0, 10, 0.01, "abc").unwrap();
+        let bank =
+            NormalBank::build(&e, &origins(3), &[], 0, 10, Target::continuous(), "abc").unwrap();
         bank.save(&p).unwrap();
         let back = NormalBank::load(&p, "abc", Path::new("m.safetensors")).unwrap();
         assert_eq!(back.calibration, bank.calibration);
@@ -650,7 +710,8 @@ mod tests {
         };
         let notes = vec![note("a.wav", 0.0, -50.0), note("a.wav", 0.5, -49.0), None];
         // A cap of 2 keeps rows 0 and 2 (row 1 sits on row 0): notes follow their rows.
-        let mut bank = NormalBank::build(&e, &origins(3), &notes, 0, 2, 0.01, "abc").unwrap();
+        let mut bank =
+            NormalBank::build(&e, &origins(3), &notes, 0, 2, Target::continuous(), "abc").unwrap();
         assert_eq!(bank.len(), 2);
         assert_eq!(bank.note(0), notes[0].as_ref());
         assert_eq!(bank.note(1), None);
@@ -672,7 +733,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("b.bank.safetensors");
         // Found by tests/fuzz.rs: rows of 1e30s loaded, and every score was -inf.
-        let c = calibrate(&[0.0, 0.1], 0.01);
+        let c = calibrate(&[0.0, 0.1], Target::continuous());
         NormalBank::from_parts(&[vec![1e30, 0.0]], c.clone(), "h")
             .save(&p)
             .unwrap();

@@ -118,7 +118,8 @@ mod tests {
                 index: 0,
             },
         ];
-        let mut bank = NormalBank::build(&e, &o, &[], 0, 10, 0.01, "h").unwrap();
+        let mut bank =
+            NormalBank::build(&e, &o, &[], 0, 10, crate::bank::Target::continuous(), "h").unwrap();
         bank.calibration.threshold = 0.5;
         Detector::new(bank, 1.0, k, n, m)
     }

@@ -17,6 +17,8 @@ use crate::health::SourceHealth;
 
 /// Samples taken from the ring per step.
 const CHUNK: usize = 4096;
+/// Longest a lossless tap replay waits for one chunk's verdicts.
+const MAX_VERDICT_WAIT: Duration = Duration::from_secs(10);
 
 /// The dsp thread body. With `evidence`, a copy of every chunk goes to the source's
 /// evidence thread. Returns when the producer is gone (or `stop` is set) and the
@@ -34,6 +36,13 @@ pub fn run(
     let idle = Duration::from_secs_f64(front.idle_seconds());
     let mut buf = vec![0.0f32; CHUNK];
     let mut open = true;
+    // A lossless tap replay with evidence waits for each knock's verdict before it
+    // reads on: knocks are sparse, so the audio could otherwise run seconds ahead of
+    // the decisions and leave a defective knock's pre-roll behind in the evidence
+    // thread's memory. (Continuous windows come at a steady hop; their lead is bounded
+    // by the queue and provided for.)
+    let wait_for_verdicts = lossless && evidence.is_some() && matches!(front, Front::Tap(_));
+    let mut windows_sent = 0u64;
     while open {
         health.dsp_beat.tick();
         let n = ring.pop_slice(&mut buf);
@@ -77,11 +86,28 @@ pub fn run(
                     Err(TrySendError::Disconnected(_)) => Err(()),
                 }
             };
-            if sent.is_err() {
-                open = false;
+            match sent {
+                Ok(()) => windows_sent += 1,
+                Err(()) => open = false,
             }
         });
         health.dsp_latency.observe(began.elapsed().as_secs_f64());
+        if wait_for_verdicts {
+            await_decisions(&health, windows_sent, &stop, idle);
+        }
     }
     health.dsp_beat.finish();
+}
+
+/// Waits, beating, until inference has finished with `sent` windows; gives up after
+/// [`MAX_VERDICT_WAIT`] (a stuck inference stage is the watchdog's to report) or on stop.
+fn await_decisions(health: &SourceHealth, sent: u64, stop: &AtomicBool, idle: Duration) {
+    let began = std::time::Instant::now();
+    while health.windows_done.load(Ordering::Relaxed) < sent
+        && !stop.load(Ordering::Relaxed)
+        && began.elapsed() < MAX_VERDICT_WAIT
+    {
+        health.dsp_beat.tick();
+        std::thread::sleep(idle.min(Duration::from_millis(1)));
+    }
 }

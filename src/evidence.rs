@@ -20,6 +20,9 @@ use crossbeam_channel::{Receiver, select};
 
 /// Longest clip, in seconds (a long event is cut; memory stays bounded).
 pub const MAX_CLIP_S: f64 = 120.0;
+/// Most clips written at once (knocks close together overlap); a further start
+/// finishes the oldest as it is.
+const MAX_OPEN_CLIPS: usize = 8;
 
 /// Where and how much evidence a source keeps.
 #[derive(Debug, Clone, PartialEq)]
@@ -119,7 +122,7 @@ impl Clip {
     /// that is not written yet, staying `lag` samples behind `seen` until the end is
     /// known; returns true once the clip is complete.
     fn catch_up(&mut self, recent: &VecDeque<f32>, seen: u64, rate: f64, lag: u64) -> bool {
-        let end = (self.until * rate) as u64;
+        let end = (self.until * rate).round() as u64;
         let oldest = seen - recent.len() as u64;
         let settled = if self.ended {
             seen
@@ -168,7 +171,8 @@ pub fn run(
     let keep = ((cfg.pre_s + lag_s) * rate) as usize;
     let mut pre: VecDeque<f32> = VecDeque::with_capacity(keep);
     let mut seen = 0u64; // samples so far: the stream clock
-    let mut clip: Option<Clip> = None;
+    // Clips being written; knocks close together have overlapping clips.
+    let mut clips: Vec<Clip> = Vec::new();
     // A channel that hung up is swapped for one that never delivers.
     let (mut audio_open, mut notes_open) = (true, true);
     while audio_open || notes_open {
@@ -178,9 +182,8 @@ pub fn run(
             recv(audio) -> a => match a {
                 Ok((at, chunk)) => {
                     let n = take_chunk(&mut pre, &mut seen, at, chunk, keep);
-                    let done = clip.as_mut().is_some_and(|c| c.catch_up(&pre, seen, rate, lag));
-                    if done && let Some(c) = clip.take() {
-                        finish(&cfg, rate_hz, c);
+                    for c in std::mem::take(&mut clips) {
+                        advance(&cfg, rate_hz, c, &pre, seen, lag, &mut clips);
                     }
                     // The lagging catch-up reads up to `lag` + one chunk back: keep that too.
                     let excess = pre.len().saturating_sub(keep + n);
@@ -193,7 +196,9 @@ pub fn run(
             },
             recv(notes) -> n => match n {
                 Ok(Note::Start { id, t_start }) => {
-                    if let Some(mut c) = clip.take() {
+                    if clips.len() >= MAX_OPEN_CLIPS {
+                        // Bounded work and files: the oldest is written as it is.
+                        let mut c = clips.remove(0);
                         c.ended = true;
                         c.catch_up(&pre, seen, rate, lag);
                         finish(&cfg, rate_hz, c);
@@ -206,20 +211,17 @@ pub fn run(
                         continue;
                     }
                     // Pre-roll from memory: everything since t_start - pre_s.
-                    let first = ((t_start - cfg.pre_s).max(0.0) * rate) as u64;
-                    clip = Some(Clip::open(&cfg, rate_hz, id, first, t_start + MAX_CLIP_S));
+                    let first = ((t_start - cfg.pre_s).max(0.0) * rate).round() as u64;
+                    clips.push(Clip::open(&cfg, rate_hz, id, first, t_start + MAX_CLIP_S));
                 }
                 Ok(Note::End { id, t_end }) => {
-                    if let Some(c) = clip.as_mut().filter(|c| c.id == id) {
+                    if let Some(i) = clips.iter().position(|c| c.id == id) {
+                        let mut c = clips.remove(i);
                         c.until = c.until.min(t_end + cfg.post_s);
                         c.ended = true;
                         // The audio may already be past the end (a knock's post-roll
-                        // is shorter than the lag): finish now.
-                        if c.catch_up(&pre, seen, rate, lag)
-                            && let Some(c) = clip.take()
-                        {
-                            finish(&cfg, rate_hz, c);
-                        }
+                        // is shorter than the lag): then it is finished now.
+                        advance(&cfg, rate_hz, c, &pre, seen, lag, &mut clips);
                     }
                 }
                 Err(_) => {
@@ -229,11 +231,28 @@ pub fn run(
             },
         }
     }
-    // Nothing more will come: the clip takes what is left of the audio.
-    if let Some(mut c) = clip.take() {
+    // Nothing more will come: each clip takes what is left of the audio.
+    for mut c in clips {
         c.ended = true;
         c.catch_up(&pre, seen, rate, 0);
         finish(&cfg, rate_hz, c);
+    }
+}
+
+/// Catches `clip` up with the audio; finishes it when complete, else puts it back.
+fn advance(
+    cfg: &EvidenceConfig,
+    rate_hz: u32,
+    mut clip: Clip,
+    pre: &VecDeque<f32>,
+    seen: u64,
+    lag: u64,
+    open: &mut Vec<Clip>,
+) {
+    if clip.catch_up(pre, seen, rate_hz as f64, lag) {
+        finish(cfg, rate_hz, clip);
+    } else {
+        open.push(clip);
     }
 }
 
@@ -443,6 +462,26 @@ mod tests {
         assert_eq!(x.len(), 3000);
         assert!((x[0] - ramp(1500)).abs() < 1e-4, "{}", x[0]);
         assert!((x[2999] - ramp(4499)).abs() < 1e-4, "{}", x[2999]);
+    }
+
+    #[test]
+    fn knocks_close_together_get_whole_overlapping_clips() {
+        // The second knock is decided before the audio reaches the first one's end.
+        let mut rig = Rig::new(0.0);
+        rig.audio(0, 3000);
+        rig.start("k1", 2.5);
+        rig.end("k1", 2.6);
+        rig.start("k2", 2.8);
+        rig.end("k2", 2.9);
+        pause();
+        rig.audio(3000, 5000);
+        // Pre 1 s, post 0.5 s: 1.5 s .. 3.1 s and 1.8 s .. 3.4 s.
+        for (id, first) in [("k1", 1500), ("k2", 1800)] {
+            let x = rig.clip(id).unwrap();
+            assert_eq!(x.len(), 1600, "{id}");
+            assert!((x[0] - ramp(first)).abs() < 1e-4, "{id}: {}", x[0]);
+            assert!((x[1599] - ramp(first + 1599)).abs() < 1e-4, "{id}");
+        }
     }
 
     #[test]

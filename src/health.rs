@@ -84,6 +84,9 @@ pub struct SourceHealth {
     pub dropped_windows: AtomicU64,
     /// Windows embedded and scored so far.
     pub windows: AtomicU64,
+    /// Windows inference has finished with (decided, evidence told), failed ones
+    /// included: what a lossless tap replay's dsp waits for.
+    pub windows_done: AtomicU64,
     /// Samples at or beyond full scale since the last health report.
     pub clipped_samples: AtomicU64,
     /// Level of the latest window in dBFS, as f32 bits.

@@ -19,8 +19,6 @@ use crate::station::StationCommand;
 
 /// Most embeddings a bank keeps (k-center coreset); scoring stays ~100 µs per window.
 pub const MAX_BANK: usize = 2048;
-/// False-alarm rate per window the learned threshold is set for.
-pub const TARGET_FAR: f32 = 0.01;
 /// Windows scored in one network call when several are waiting.
 const MAX_BATCH: usize = 16;
 /// Longest wait for a window before the loop turns anyway (a sign of life).
@@ -247,6 +245,9 @@ impl Inference {
                 Ok(e) => e,
                 Err(e) => {
                     tracing::error!(source = %self.name, "embedding failed: {e}");
+                    self.health
+                        .windows_done
+                        .fetch_add(batch.len() as u64, Ordering::Relaxed);
                     continue;
                 }
             };
@@ -389,6 +390,10 @@ impl Inference {
             for _ in 0..batch.len() {
                 self.health.inference_latency.observe(per_window);
             }
+            // Decided, evidence notes sent: a lossless replay's dsp may run on.
+            self.health
+                .windows_done
+                .fetch_add(batch.len() as u64, Ordering::Relaxed);
         }
         // Input ended during an anomaly: close the event so subscribers are not left hanging.
         if let Some(mut r) = running.take() {
@@ -478,7 +483,7 @@ impl Inference {
                     &notes,
                     self.overlap_guard(),
                     MAX_BANK,
-                    TARGET_FAR,
+                    crate::bank::Target::for_mode(&self.embedder.meta().mode),
                     self.embedder.hash(),
                 ) {
                     Ok(b) => b,
@@ -558,7 +563,7 @@ impl Inference {
             notes,
             guard,
             MAX_BANK,
-            TARGET_FAR,
+            crate::bank::Target::for_mode(&self.embedder.meta().mode),
             self.embedder.hash(),
         ) {
             Ok(b) => b,

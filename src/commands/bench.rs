@@ -67,7 +67,7 @@ fn random_bank(n: usize, dim: usize, hash: &str) -> anyhow::Result<NormalBank> {
             v.into_iter().map(|x| x / norm).collect()
         })
         .collect();
-    let calibration = crate::bank::calibrate(&[0.0, 0.1], 0.01);
+    let calibration = crate::bank::calibrate(&[0.0, 0.1], crate::bank::Target::continuous());
     Ok(NormalBank::from_parts(&rows, calibration, hash))
 }
 

@@ -9,7 +9,6 @@ use crate::bank::{NormalBank, Origin, RowNote};
 use crate::capture::Input;
 use crate::config::Config;
 use crate::frontend::FrontEnd;
-use crate::inference::TARGET_FAR;
 use crate::model::Embedder;
 
 /// Enrols from every normal clip of the given folders.
@@ -124,7 +123,7 @@ fn save(
         notes,
         guard,
         max_bank,
-        TARGET_FAR,
+        crate::bank::Target::for_mode(&embedder.meta().mode),
         embedder.hash(),
     )?;
     bank.save(out)?;

@@ -8,7 +8,7 @@ use anyhow::{Context, bail};
 
 use super::progress::{self, Bar, Unit};
 use crate::bank::{NormalBank, Origin};
-use crate::inference::{MAX_BANK, TARGET_FAR};
+use crate::inference::MAX_BANK;
 use crate::metrics::{auc, pauc};
 use crate::model::Embedder;
 use crate::wav::Clip;
@@ -139,7 +139,7 @@ pub fn evaluate(
         &[],
         guard,
         MAX_BANK,
-        TARGET_FAR,
+        crate::bank::Target::for_mode(&embedder.meta().mode),
         embedder.hash(),
     )?;
     let n = train_levels.len() as f64;

@@ -119,7 +119,7 @@ fn score_plot_in_tap_mode_marks_every_knock_with_its_verdict() {
     std::fs::write(
         &cfg,
         format!(
-            // A station that would rather knock twice than miss a crack (README).
+            // A station that would much rather knock twice than miss a crack.
             "[[source]]\nname = \"station\"\nmode = \"tap\"\nmodel = \"{}\"\nbank = \"{}\"\n\
              threshold_scale = 0.5\n",
             model.display(),
