@@ -258,15 +258,19 @@ pub fn train(
         "need at least two classes to train, got {n_classes}"
     );
     let device = Device::Cpu;
+    let initial = fixed_seed_tensors(meta, cfg.seed)
+        .into_iter()
+        .map(|(name, shape, values)| Ok((name, Tensor::from_vec(values, shape, &device)?)))
+        .collect::<candle_core::Result<std::collections::HashMap<_, _>>>()?;
     let varmap = VarMap::new();
     {
         let mut data = varmap
             .data()
             .lock()
             .map_err(|_| anyhow::anyhow!("poisoned var map"))?;
-        for (name, shape, values) in fixed_seed_tensors(meta, cfg.seed) {
-            let t = Tensor::from_vec(values, shape, &device)?;
-            data.insert(name, Var::from_tensor(&t)?);
+        for (name, t) in &initial {
+            // A variable copies the tensor: the starting weights stay as they are.
+            data.insert(name.clone(), Var::from_tensor(t)?);
         }
     }
     let vb = VarBuilder::from_varmap(&varmap, DType::F32, &device);
@@ -275,13 +279,9 @@ pub fn train(
     // it, so the fine detail of random features that nearest-normal scoring relies on
     // survives while the classes pull.
     let start = if cfg.anchor > 0.0 {
-        let tensors = fixed_seed_tensors(meta, cfg.seed)
-            .into_iter()
-            .map(|(name, shape, values)| Ok((name, Tensor::from_vec(values, shape, &device)?)))
-            .collect::<candle_core::Result<std::collections::HashMap<_, _>>>()?;
         Some(Net::new(
             meta,
-            VarBuilder::from_tensors(tensors, DType::F32, &device),
+            VarBuilder::from_tensors(initial, DType::F32, &device),
         )?)
     } else {
         None
