@@ -447,6 +447,18 @@ mod tests {
         std::thread::sleep(Duration::from_millis(50));
     }
 
+    /// `x` is `len` samples of the ramp from sample `first` on (both ends checked).
+    fn assert_ramp(x: &[f32], first: usize, len: usize) {
+        assert_eq!(x.len(), len);
+        for i in [0, len - 1] {
+            assert!(
+                (x[i] - ramp(first + i)).abs() < 1e-4,
+                "sample {i}: {}",
+                x[i]
+            );
+        }
+    }
+
     #[test]
     fn a_clip_spans_pre_roll_event_and_post_roll_exactly() {
         let mut rig = Rig::new(0.0);
@@ -457,11 +469,8 @@ mod tests {
         rig.end("e1", 4.0);
         pause();
         rig.audio(4000, 6000); // the clip is complete at 4.5 s
-        let x = rig.clip("e1").unwrap();
         // 1.5 s .. 4.5 s: 3000 samples, from sample 1500 on.
-        assert_eq!(x.len(), 3000);
-        assert!((x[0] - ramp(1500)).abs() < 1e-4, "{}", x[0]);
-        assert!((x[2999] - ramp(4499)).abs() < 1e-4, "{}", x[2999]);
+        assert_ramp(&rig.clip("e1").unwrap(), 1500, 3000);
     }
 
     #[test]
@@ -476,12 +485,8 @@ mod tests {
         pause();
         rig.audio(3000, 5000);
         // Pre 1 s, post 0.5 s: 1.5 s .. 3.1 s and 1.8 s .. 3.4 s.
-        for (id, first) in [("k1", 1500), ("k2", 1800)] {
-            let x = rig.clip(id).unwrap();
-            assert_eq!(x.len(), 1600, "{id}");
-            assert!((x[0] - ramp(first)).abs() < 1e-4, "{id}: {}", x[0]);
-            assert!((x[1599] - ramp(first + 1599)).abs() < 1e-4, "{id}");
-        }
+        assert_ramp(&rig.clip("k1").unwrap(), 1500, 1600);
+        assert_ramp(&rig.clip("k2").unwrap(), 1800, 1600);
     }
 
     #[test]
@@ -493,11 +498,8 @@ mod tests {
         rig.end("k1", 3.0);
         pause();
         rig.audio(4000, 5000);
-        let x = rig.clip("k1").unwrap();
         // 1.5 s .. 3.5 s (pre 1 s, post 0.5 s): 2000 samples, nothing after.
-        assert_eq!(x.len(), 2000);
-        assert!((x[0] - ramp(1500)).abs() < 1e-4, "{}", x[0]);
-        assert!((x[1999] - ramp(3499)).abs() < 1e-4, "{}", x[1999]);
+        assert_ramp(&rig.clip("k1").unwrap(), 1500, 2000);
     }
 
     #[test]
