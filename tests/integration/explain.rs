@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use crate::util::{hark, run_ok, shipped_model};
+use crate::util::{enrol, hark, run_ok, scoring_config, shipped_model};
 
 const RATE: u32 = 16_000;
 
@@ -57,23 +57,8 @@ fn an_event_names_the_band_that_changed_and_the_nearest_normal_clip() {
         hark::wav::write_mono_i16(&normal.join(format!("n{i}.wav")), RATE, &x).unwrap();
     }
     let model = shipped_model("default.safetensors");
-    let bank = dir.path().join("b.bank.safetensors");
-    run_ok(
-        hark()
-            .arg("enroll")
-            .arg(&normal)
-            .arg("--model")
-            .arg(&model)
-            .arg("--out")
-            .arg(&bank),
-    );
-    let cfg = dir.path().join("hark.toml");
-    let text = format!(
-        "[[source]]\nname = \"m\"\nmodel = \"{}\"\nbank = \"{}\"\n",
-        model.display(),
-        bank.display()
-    );
-    std::fs::write(&cfg, text).unwrap();
+    let bank = enrol(dir.path(), "m", &normal, &model);
+    let cfg = scoring_config(dir.path(), "m", &model, &bank, "");
 
     // A whistle at 3 kHz, ~25 dB over the noise in its band.
     let whistle = dir.path().join("whistle.wav");

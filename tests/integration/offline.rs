@@ -1,33 +1,15 @@
 //! `hark enroll` and `hark score` on real recordings: the offline path the daemon
 //! shares separates a failing fan from a healthy one.
 
-use crate::util::{hark, run_ok, shared_data, shipped_model};
+use crate::util::{enrol, hark, run_ok, scoring_config, shared_data, shipped_model};
 
 #[test]
 fn enroll_then_score_separates_blade_fault_from_normal() {
     let Some(data) = shared_data() else { return };
     let dir = tempfile::tempdir().unwrap();
-    let bank = dir.path().join("fan.bank.safetensors");
     let model = shipped_model("default.safetensors");
-    run_ok(
-        hark()
-            .arg("enroll")
-            .arg(data.join("fan"))
-            .arg("--model")
-            .arg(&model)
-            .arg("--out")
-            .arg(&bank),
-    );
-    let cfg = dir.path().join("hark.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "[[source]]\nname = \"fan\"\nmodel = \"{}\"\nbank = \"{}\"\n",
-            model.display(),
-            bank.display()
-        ),
-    )
-    .unwrap();
+    let bank = enrol(dir.path(), "fan", &data.join("fan"), &model);
+    let cfg = scoring_config(dir.path(), "fan", &model, &bank, "");
     let score = |name: &str| -> (f64, usize, usize) {
         let out = run_ok(
             hark()

@@ -6,8 +6,8 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use crate::util::{
-    Collector, Msg, SERIAL, concat_wav, free_port, hark, json_rows, mosquitto, run_ok, shared_data,
-    shipped_model, system_binary,
+    Collector, Msg, SERIAL, concat_wav, enrol, free_port, hark, json_rows, mosquitto, run_ok,
+    scoring_config, shared_data, shipped_model, system_binary,
 };
 
 /// Colours `hark score --plot` draws with (src/commands/plot.rs): event spans,
@@ -20,27 +20,8 @@ const DEFECTIVE_FILL: &str = "fill=\"#CB4335\"";
 /// A bank enrolled from fan/train with the shipped model, and a config using it.
 fn fan_config(data: &Path, dir: &Path) -> PathBuf {
     let model = shipped_model("default.safetensors");
-    let bank = dir.join("fan.bank.safetensors");
-    run_ok(
-        hark()
-            .arg("enroll")
-            .arg(data.join("fan"))
-            .arg("--model")
-            .arg(&model)
-            .arg("--out")
-            .arg(&bank),
-    );
-    let cfg = dir.join("hark.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "[[source]]\nname = \"fan\"\nmodel = \"{}\"\nbank = \"{}\"\n",
-            model.display(),
-            bank.display()
-        ),
-    )
-    .unwrap();
-    cfg
+    let bank = enrol(dir, "fan", &data.join("fan"), &model);
+    scoring_config(dir, "fan", &model, &bank, "")
 }
 
 #[test]
@@ -104,29 +85,15 @@ fn score_plot_in_tap_mode_marks_every_knock_with_its_verdict() {
     let dir = tempfile::tempdir().unwrap();
     let wav = dir.path().join("knocks.wav");
     crate::tap::knock_stream(&data, &wav, 8);
-    let model = shipped_model("tap.safetensors");
-    let bank = dir.path().join("station.bank.safetensors");
-    run_ok(
-        hark()
-            .arg("enroll")
-            .arg(data.join("bottles"))
-            .arg("--model")
-            .arg(&model)
-            .arg("--out")
-            .arg(&bank),
+    let (model, bank) = crate::tap::enrol_station(&data, dir.path());
+    // A station that would much rather knock twice than miss a crack.
+    let cfg = scoring_config(
+        dir.path(),
+        "station",
+        &model,
+        &bank,
+        "mode = \"tap\"\nthreshold_scale = 0.5\n",
     );
-    let cfg = dir.path().join("hark.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            // A station that would much rather knock twice than miss a crack.
-            "[[source]]\nname = \"station\"\nmode = \"tap\"\nmodel = \"{}\"\nbank = \"{}\"\n\
-             threshold_scale = 0.5\n",
-            model.display(),
-            bank.display()
-        ),
-    )
-    .unwrap();
     let svg = dir.path().join("knocks.svg");
     let out = run_ok(
         hark()

@@ -9,7 +9,8 @@ use std::time::Duration;
 use rand::{RngExt, SeedableRng};
 
 use crate::util::{
-    Collector, SERIAL, hark, json_rows, mosquitto, run_ok, shared_data, shipped_model,
+    Collector, SERIAL, enrol, hark, json_rows, mosquitto, run_ok, scoring_config, shared_data,
+    shipped_model,
 };
 
 /// Writes the knock stream; returns (onset seconds, cracked?) per knock.
@@ -67,16 +68,7 @@ pub fn knock_stream(data: &Path, out: &Path, knocks: usize) -> Vec<(f64, bool)> 
 /// The shipped tap model and a bank enrolled from bottles/train with it.
 pub fn enrol_station(data: &Path, dir: &Path) -> (PathBuf, PathBuf) {
     let model = shipped_model("tap.safetensors");
-    let bank = dir.join("station.bank.safetensors");
-    run_ok(
-        hark()
-            .arg("enroll")
-            .arg(data.join("bottles"))
-            .arg("--model")
-            .arg(&model)
-            .arg("--out")
-            .arg(&bank),
-    );
+    let bank = enrol(dir, "station", &data.join("bottles"), &model);
     (model, bank)
 }
 
@@ -346,16 +338,7 @@ fn score_takes_a_clip_cut_at_its_strike_as_one_knock() {
     let Some(data) = shared_data() else { return };
     let dir = tempfile::tempdir().unwrap();
     let (model, bank) = enrol_station(&data, dir.path());
-    let cfg = dir.path().join("hark.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "[[source]]\nname = \"station\"\nmode = \"tap\"\nmodel = \"{}\"\nbank = \"{}\"\n",
-            model.display(),
-            bank.display()
-        ),
-    )
-    .unwrap();
+    let cfg = scoring_config(dir.path(), "station", &model, &bank, "mode = \"tap\"\n");
     let rows = |wav: &Path| -> Vec<serde_json::Value> {
         let out = run_ok(
             hark()

@@ -368,3 +368,32 @@ pub fn json_rows(stdout: &[u8]) -> Vec<serde_json::Value> {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect()
 }
+
+/// Enrols the normal clips in `clips` with `model` into `dir/NAME.bank.safetensors`;
+/// returns the bank's path.
+pub fn enrol(dir: &Path, name: &str, clips: &Path, model: &Path) -> PathBuf {
+    let bank = dir.join(format!("{name}.bank.safetensors"));
+    run_ok(
+        hark()
+            .arg("enroll")
+            .arg(clips)
+            .arg("--model")
+            .arg(model)
+            .arg("--out")
+            .arg(&bank),
+    );
+    bank
+}
+
+/// Writes `dir/hark.toml` with one source `name` scoring with `model` and `bank`, plus
+/// the TOML lines in `extra`; returns its path (for `hark score --config`).
+pub fn scoring_config(dir: &Path, name: &str, model: &Path, bank: &Path, extra: &str) -> PathBuf {
+    let config = dir.join("hark.toml");
+    let text = format!(
+        "[[source]]\nname = \"{name}\"\nmodel = \"{}\"\nbank = \"{}\"\n{extra}",
+        model.display(),
+        bank.display()
+    );
+    std::fs::write(&config, text).unwrap();
+    config
+}
