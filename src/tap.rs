@@ -200,11 +200,17 @@ impl TapFront {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// Noise at `noise` RMS-ish amplitude with decaying 2 kHz knocks at `onsets_s`.
-    fn stream(rate: u32, seconds: f32, onsets_s: &[f32], amp: f32, noise: f32) -> Vec<f32> {
+    pub(crate) fn stream(
+        rate: u32,
+        seconds: f32,
+        onsets_s: &[f32],
+        amp: f32,
+        noise: f32,
+    ) -> Vec<f32> {
         let mut state = 12345u32;
         let mut x: Vec<f32> = (0..(rate as f32 * seconds) as usize)
             .map(|_| {

@@ -23,6 +23,8 @@ pub fn from_dirs(
     }
     let embedder = Embedder::load(model)?;
     let front = embedder.meta().front;
+    // A tap model's bank holds knock windows, as the station will score them.
+    let cut = super::offline::Cut::for_sets(&embedder.meta().mode);
     let files = dirs
         .iter()
         .map(|d| super::wav_files(d))
@@ -36,10 +38,10 @@ pub fn from_dirs(
     let mut origins = Vec::new();
     let mut notes = Vec::new();
     for (segment, file) in files.into_iter().flatten().enumerate() {
-        let clip = super::embed_clip(&embedder, front, &file, None)?;
+        let clip = super::embed_clip(&embedder, front, cut, &file, None)?;
         bar.inc(1);
         if clip.windows.is_empty() {
-            tracing::warn!(file = %file.display(), "shorter than one window ({:.2} s): skipped", front.window_seconds());
+            tracing::warn!(file = %file.display(), "no knock found: skipped");
         }
         let name = file.display().to_string();
         for (w, e) in clip.windows.iter().zip(clip.embeddings) {

@@ -80,14 +80,19 @@ pub fn sets(dir: &Path) -> anyhow::Result<Vec<(String, PathBuf)>> {
     Ok(out)
 }
 
-/// Embeddings and RMS level of a clip (channel 0), padded to one window if short.
+/// Embeddings and RMS level of a clip (channel 0), cut as the daemon would for the
+/// model's mode: sliding windows (padded to one if short), or one window per knock.
 fn clip_windows(embedder: &Embedder, path: &Path) -> anyhow::Result<(Vec<Vec<f32>>, f64)> {
     let clip = Clip::read(path)?;
-    let (windows, rms) = crate::frontend::padded_windows(
-        embedder.meta().front,
-        &clip.mono(Some(0)),
-        clip.sample_rate_hz,
-    )?;
+    let mono = clip.mono(Some(0));
+    let rms =
+        (mono.iter().map(|v| (*v as f64).powi(2)).sum::<f64>() / mono.len().max(1) as f64).sqrt();
+    let meta = embedder.meta();
+    let cut = super::offline::Cut::for_sets(&meta.mode);
+    let windows = super::offline::windows(meta.front, cut, &mono, clip.sample_rate_hz, path)?;
+    if windows.is_empty() {
+        bail!("{}: no knock found for the tap model", path.display());
+    }
     let embeddings = super::offline::embed_windows(embedder, &windows)
         .with_context(|| format!("{}: embedding failed", path.display()))?;
     Ok((embeddings, rms))

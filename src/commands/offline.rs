@@ -33,17 +33,94 @@ pub fn embed_windows(embedder: &Embedder, windows: &[Window]) -> anyhow::Result<
     Ok(embeddings)
 }
 
+/// How a recording is cut into the windows the daemon would score.
+#[derive(Debug, Clone, Copy)]
+pub enum Cut {
+    /// Continuous mode: sliding windows; a clip shorter than one window is padded to one.
+    Sliding,
+    /// Tap mode: one window per knock the station's detector finds.
+    Knocks {
+        /// The detector's settings.
+        tap: crate::tap::TapParams,
+        /// The file holds one strike (a DCASE-layout knock set): when the detector
+        /// finds none, the knock is at the file's loudest moment.
+        one_per_file: bool,
+    },
+}
+
+impl Cut {
+    /// How the clips of a DCASE-layout set are cut for a model's `mode`: one strike
+    /// per file in tap mode, with default knock-detector settings.
+    pub fn for_sets(mode: &str) -> Cut {
+        match mode {
+            "tap" => Cut::Knocks {
+                tap: crate::tap::TapParams::default(),
+                one_per_file: true,
+            },
+            _ => Cut::Sliding,
+        }
+    }
+}
+
+/// The windows of a mono recording at `rate_hz`, cut as `cut` says.
+///
+/// When the detector finds no knock, a clip cut at its strike (no longer than one
+/// window, or loudest in its first 20 ms) is still one knock, from its start: it has
+/// no quiet before it for the detector's noise floor. With `one_per_file` (DCASE-layout
+/// knock sets, one strike per file, some recorded under `min_level_dbfs`) any other
+/// clip is one knock from `pre_ms` before its loudest sample; without, it has none.
+pub fn windows(
+    front: FrontEndParams,
+    cut: Cut,
+    mono: &[f32],
+    rate_hz: u32,
+    file: &Path,
+) -> anyhow::Result<Vec<Window>> {
+    let Cut::Knocks { tap, one_per_file } = cut else {
+        return Ok(crate::frontend::padded_windows(front, mono, rate_hz)?.0);
+    };
+    let mut knocks = crate::tap::TapFront::new(tap, front, rate_hz)?;
+    let mut windows = Vec::new();
+    knocks.push(mono, &mut |w| windows.push(w));
+    let one_window = mono.len() as f64 <= front.window_seconds() * rate_hz as f64;
+    let peak = mono
+        .iter()
+        .enumerate()
+        .max_by(|a, b| a.1.abs().total_cmp(&b.1.abs()))
+        .map_or(0, |(i, _)| i);
+    let cut_at_strike = one_window || peak < (rate_hz / 50) as usize;
+    if windows.is_empty() && !mono.is_empty() && (cut_at_strike || one_per_file) {
+        let from = match cut_at_strike {
+            true => 0,
+            false => peak.saturating_sub((tap.pre_ms / 1000.0 * rate_hz as f32) as usize),
+        };
+        tracing::debug!(
+            "{}: no onset found: taking it as one knock at {:.3} s",
+            file.display(),
+            from as f64 / rate_hz as f64
+        );
+        let (w, _) = crate::frontend::padded_windows(front, &mono[from..], rate_hz)?;
+        windows.extend(w.into_iter().take(1).map(|mut w| {
+            let t0 = from as f64 / rate_hz as f64;
+            w.t_start_s += t0;
+            w.t_end_s += t0;
+            w
+        }));
+    }
+    Ok(windows)
+}
+
 /// Windows and embeds a whole WAV file (channel 0 of multichannel files unless told).
 pub fn embed_clip(
     embedder: &Embedder,
     front: FrontEndParams,
+    cut: Cut,
     path: &Path,
     channel: Option<usize>,
 ) -> anyhow::Result<EmbeddedClip> {
     let clip = Clip::read(path)?;
     let mono = clip.mono(channel.or(Some(0)));
-    // A clip shorter than one window (a single knock) is padded with silence.
-    let (windows, _) = crate::frontend::padded_windows(front, &mono, clip.sample_rate_hz)?;
+    let windows = windows(front, cut, &mono, clip.sample_rate_hz, path)?;
     let embeddings = embed_windows(embedder, &windows)
         .with_context(|| format!("{}: embedding failed", path.display()))?;
     Ok(EmbeddedClip {
@@ -71,4 +148,88 @@ pub fn wav_files(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
         anyhow::bail!("{}: no .wav files", dir.display());
     }
     Ok(files)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tap::TapParams;
+    use crate::tap::tests::stream;
+
+    const RATE: u32 = 48_000;
+
+    /// The shipped tap model's geometry: 48 kHz, 16 frames of hop 128 (53 ms).
+    fn tap_front() -> FrontEndParams {
+        FrontEndParams {
+            sample_rate_hz: RATE,
+            n_fft: 512,
+            hop: 128,
+            fmax_hz: 24_000.0,
+            frames: 16,
+            window_hop_frames: 4,
+            ..FrontEndParams::DEFAULT
+        }
+    }
+
+    fn knocks(one_per_file: bool) -> Cut {
+        Cut::Knocks {
+            tap: TapParams::default(),
+            one_per_file,
+        }
+    }
+
+    fn starts(w: &[Window]) -> Vec<f64> {
+        w.iter().map(|w| (w.t_start_s * 1000.0).round()).collect()
+    }
+
+    #[test]
+    fn a_tap_recording_is_cut_into_one_window_per_knock() {
+        let x = stream(RATE, 3.0, &[0.5, 1.3, 2.2], 0.5, 0.001);
+        let f = Path::new("three.wav");
+        let sliding = windows(tap_front(), Cut::Sliding, &x, RATE, f).unwrap();
+        assert!(sliding.len() > 100, "{}", sliding.len());
+        for one_per_file in [false, true] {
+            let w = windows(tap_front(), knocks(one_per_file), &x, RATE, f).unwrap();
+            // Each window starts `pre_ms` (5 ms) before its knock, within a 2 ms frame.
+            let t = starts(&w);
+            assert_eq!(t.len(), 3, "{t:?}");
+            for (t, knock) in t.iter().zip([500.0, 1300.0, 2200.0]) {
+                assert!((t - knock).abs() <= 7.0, "{t} vs {knock}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_file_with_one_quiet_strike_is_that_strike_only_when_files_hold_one() {
+        // Under the detector's -50 dBFS floor, as some stones recordings are.
+        let x = stream(RATE, 1.0, &[0.6], 0.004, 0.0001);
+        let f = Path::new("quiet.wav");
+        assert!(
+            windows(tap_front(), knocks(false), &x, RATE, f)
+                .unwrap()
+                .is_empty()
+        );
+        let w = windows(tap_front(), knocks(true), &x, RATE, f).unwrap();
+        // From `pre_ms` before the loudest sample, which is just after the onset.
+        let t = starts(&w);
+        assert_eq!(t.len(), 1);
+        assert!((595.0..=600.0).contains(&t[0]), "{t:?}");
+    }
+
+    #[test]
+    fn a_clip_cut_at_its_strike_is_one_knock_from_its_start() {
+        let x = stream(RATE, 0.6, &[0.0], 0.5, 0.001);
+        let f = Path::new("strike.wav");
+        for one_per_file in [false, true] {
+            let w = windows(tap_front(), knocks(one_per_file), &x, RATE, f).unwrap();
+            assert_eq!(starts(&w), vec![0.0]);
+        }
+        // Silence alone holds no knock unless the file is said to hold one.
+        let quiet = vec![0.0f32; RATE as usize];
+        assert!(
+            windows(tap_front(), knocks(false), &quiet, RATE, f)
+                .unwrap()
+                .is_empty()
+        );
+    }
 }

@@ -4,7 +4,7 @@ use std::path::Path;
 
 use anyhow::bail;
 
-use crate::config::{Config, Mode, SourceConfig};
+use crate::config::{Config, Mode};
 use crate::daemon::load_source;
 use crate::detector::Detector;
 
@@ -72,11 +72,14 @@ pub fn run(file: &Path, config: &Path, json: bool, plot: Option<&Path>) -> anyho
     };
     let loaded = load_source(s, config)?;
     let tap = s.mode == Mode::Tap;
-    let clip = if tap {
-        knocks(&loaded, s, file)?
-    } else {
-        super::embed_clip(&loaded.embedder, loaded.front, file, s.channel)?
+    let cut = match tap {
+        true => super::offline::Cut::Knocks {
+            tap: s.tap,
+            one_per_file: false,
+        },
+        false => super::offline::Cut::Sliding,
     };
+    let clip = super::embed_clip(&loaded.embedder, loaded.front, cut, file, s.channel)?;
     let Some(bank) = loaded.bank else {
         bail!(
             "{}: bank does not exist; run `hark enroll` or let `hark run` learn it first",
@@ -158,42 +161,4 @@ pub fn run(file: &Path, config: &Path, json: bool, plot: Option<&Path>) -> anyho
         super::plot::score_svg(&scored, svg)?;
     }
     Ok(())
-}
-
-/// Tap mode: the knocks of a recording, found and windowed as the daemon does.
-fn knocks(
-    loaded: &crate::daemon::Loaded,
-    s: &SourceConfig,
-    file: &Path,
-) -> anyhow::Result<super::EmbeddedClip> {
-    let clip = crate::wav::Clip::read(file)?;
-    let mono = clip.mono(s.channel);
-    let mut front = crate::tap::TapFront::new(s.tap, loaded.front, clip.sample_rate_hz)?;
-    let mut windows = Vec::new();
-    front.push(&mono, &mut |w| windows.push(w));
-    if windows.is_empty() && starts_with_its_peak(&mono, clip.sample_rate_hz) {
-        // A clip cut at the strike (one knock per file, as `hark eval` takes them) has
-        // no quiet before it for the detector's noise floor: it is that one knock.
-        tracing::info!(
-            "{}: no onset found, but the clip starts at its loudest moment: scoring it as one knock at t = 0",
-            file.display()
-        );
-        let (w, _) = crate::frontend::padded_windows(loaded.front, &mono, clip.sample_rate_hz)?;
-        windows.extend(w.into_iter().take(1));
-    }
-    let embeddings = super::offline::embed_windows(&loaded.embedder, &windows)?;
-    Ok(super::EmbeddedClip {
-        windows,
-        embeddings,
-    })
-}
-
-/// The loudest sample lies in the first 20 ms (a clip cut at its strike).
-fn starts_with_its_peak(mono: &[f32], rate_hz: u32) -> bool {
-    let peak = mono
-        .iter()
-        .enumerate()
-        .max_by(|a, b| a.1.abs().total_cmp(&b.1.abs()))
-        .map(|(i, _)| i);
-    peak.is_some_and(|i| i < (rate_hz / 50) as usize)
 }
