@@ -2,7 +2,7 @@
 # Leave-one-set-out check of tap-model training: train on one knock set's train/ clips
 # (bottles or stones), evaluate on the *other* set, which the model never heard. This is
 # how a trained tap model has to prove it generalises to another station; compare with
-# the fixed-seed network of the same geometry (the first row). About 1 min per row here.
+# the fixed-seed network of the same geometry (the first row). About 30 s per row here.
 # Usage: scripts/loso-tap.sh [DATA_DIR]   (needs `cargo build --release` first)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -41,3 +41,6 @@ row anchor0.3 --epochs 5 --anchor 0.3
 row anchor1 --epochs 5 --anchor 1
 row anchor10 --epochs 5 --anchor 10
 row anchor1e20 --epochs 20 --anchor 1
+# Training on the window at each knock only, as the station scores (not the default).
+row knock-e5 --epochs 5 --knock-windows
+row knock-a0.3 --epochs 5 --anchor 0.3 --knock-windows

@@ -153,6 +153,10 @@ pub enum Command {
         /// every machine; twin classes stay one per machine and defect.
         #[arg(long)]
         clip_classes: bool,
+        /// Tap mode: train on the window at each knock only, as the station scores,
+        /// instead of sliding windows over the whole clip.
+        #[arg(long)]
+        knock_windows: bool,
         /// Front-end geometry of the model to train.
         #[command(flatten)]
         front: geometry::FrontEndArgs,
@@ -372,6 +376,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             no_twins,
             windows_per_clip,
             clip_classes,
+            knock_windows,
             front,
         } => {
             init_logging("info");
@@ -394,6 +399,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 twins: !no_twins,
                 windows_per_clip,
                 clip_classes,
+                knock_windows,
             })
         }
         Command::Eval {
