@@ -209,6 +209,16 @@ mod tests {
                 .unwrap()
                 .is_empty()
         );
+        // A station set for a quiet microphone hears it as a knock of its own.
+        let quiet = Cut::Knocks {
+            tap: TapParams {
+                min_level_dbfs: -70.0,
+                ..TapParams::default()
+            },
+            one_per_file: false,
+        };
+        let t = starts(&windows(tap_front(), quiet, &x, RATE, f).unwrap());
+        assert!(t.len() == 1 && (593.0..=601.0).contains(&t[0]), "{t:?}");
         let w = windows(tap_front(), knocks(true), &x, RATE, f).unwrap();
         // From `pre_ms` before the loudest sample, which is just after the onset.
         let t = starts(&w);

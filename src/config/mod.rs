@@ -434,6 +434,14 @@ impl RawConfig {
                     "must be in 3..=80",
                 ));
             }
+            if !(s.tap_min_level_dbfs.is_finite() && (-120.0..=0.0).contains(&s.tap_min_level_dbfs))
+            {
+                return Err(invalid(
+                    &key("tap_min_level_dbfs"),
+                    &s.tap_min_level_dbfs,
+                    "must be in -120..=0",
+                ));
+            }
             if !(s.tap_refractory_ms.is_finite()
                 && (10.0..=10_000.0).contains(&s.tap_refractory_ms))
             {
@@ -497,6 +505,7 @@ impl RawConfig {
                 evidence,
                 tap: crate::tap::TapParams {
                     threshold_db: s.tap_threshold_db,
+                    min_level_dbfs: s.tap_min_level_dbfs,
                     refractory_ms: s.tap_refractory_ms,
                     pre_ms: s.tap_pre_ms,
                     ..Default::default()

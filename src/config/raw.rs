@@ -178,6 +178,9 @@ pub struct RawSource {
     /// Tap mode: a knock is a frame this many dB over the noise floor.
     #[serde(default = "default_tap_threshold")]
     pub tap_threshold_db: f32,
+    /// Tap mode: and the frame must be at least this loud (dBFS).
+    #[serde(default = "default_tap_min_level")]
+    pub tap_min_level_dbfs: f32,
     /// Tap mode: no second knock within this many milliseconds of one.
     #[serde(default = "default_tap_refractory")]
     pub tap_refractory_ms: f32,
@@ -245,6 +248,9 @@ fn default_ring_seconds() -> f64 {
 }
 fn default_tap_threshold() -> f32 {
     crate::tap::TapParams::default().threshold_db
+}
+fn default_tap_min_level() -> f32 {
+    crate::tap::TapParams::default().min_level_dbfs
 }
 fn default_tap_refractory() -> f32 {
     crate::tap::TapParams::default().refractory_ms

@@ -187,6 +187,15 @@ fn tap_mode_defaults_to_the_tap_model() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("source[0].tap_threshold_db"), "{err}");
+    let quiet = "[[source]]\nname = \"s\"\nmode = \"tap\"\ntap_min_level_dbfs = -70\n";
+    assert_eq!(parse(quiet).unwrap().sources[0].tap.min_level_dbfs, -70.0);
+    let err = parse("[[source]]\nname = \"s\"\nmode = \"tap\"\ntap_min_level_dbfs = 3\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("source[0].tap_min_level_dbfs") && err.contains('3'),
+        "{err}"
+    );
 }
 
 #[test]
