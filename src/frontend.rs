@@ -235,15 +235,18 @@ pub fn windows_of(
     Ok(out)
 }
 
-/// A clip's windows (dB) and RMS level, padded with silence to one window when it is
-/// shorter (a single knock, a bottle strike): the offline path of eval and train.
+/// RMS level of a clip (0 for an empty one).
+pub fn rms(mono: &[f32]) -> f64 {
+    (mono.iter().map(|v| (*v as f64).powi(2)).sum::<f64>() / mono.len().max(1) as f64).sqrt()
+}
+
+/// A clip's windows (dB), padded with silence to one window when it is shorter (a
+/// single knock, a bottle strike): the offline path of eval and train.
 pub fn padded_windows(
     front: FrontEndParams,
     mono: &[f32],
     rate_hz: u32,
-) -> anyhow::Result<(Vec<Window>, f64)> {
-    let rms =
-        (mono.iter().map(|v| (*v as f64).powi(2)).sum::<f64>() / mono.len().max(1) as f64).sqrt();
+) -> anyhow::Result<Vec<Window>> {
     // One window plus slack for the resampler's delay.
     let min_len = ((front.window_seconds() + 0.25) * rate_hz as f64) as usize;
     let windows = if mono.len() < min_len {
@@ -257,7 +260,7 @@ pub fn padded_windows(
     } else {
         windows_of(front, rate_hz, mono)?
     };
-    Ok((windows, rms))
+    Ok(windows)
 }
 
 #[cfg(test)]

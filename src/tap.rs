@@ -185,8 +185,7 @@ impl TapFront {
     pub fn push(&mut self, input: &[f32], emit: &mut dyn FnMut(crate::frontend::Window)) {
         let (params, rate) = (self.params, self.rate_hz);
         self.detector.push(input, &mut |knock| {
-            let Ok((windows, _)) = crate::frontend::padded_windows(params, &knock.samples, rate)
-            else {
+            let Ok(windows) = crate::frontend::padded_windows(params, &knock.samples, rate) else {
                 return;
             };
             if let Some(mut w) = windows.into_iter().next() {

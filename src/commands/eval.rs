@@ -85,8 +85,7 @@ pub fn sets(dir: &Path) -> anyhow::Result<Vec<(String, PathBuf)>> {
 fn clip_windows(embedder: &Embedder, path: &Path) -> anyhow::Result<(Vec<Vec<f32>>, f64)> {
     let clip = Clip::read(path)?;
     let mono = clip.mono(Some(0));
-    let rms =
-        (mono.iter().map(|v| (*v as f64).powi(2)).sum::<f64>() / mono.len().max(1) as f64).sqrt();
+    let rms = crate::frontend::rms(&mono);
     let meta = embedder.meta();
     let cut = super::offline::Cut::for_sets(&meta.mode);
     let windows = super::offline::windows(meta.front, cut, &mono, clip.sample_rate_hz, path)?;

@@ -77,11 +77,14 @@ pub fn windows(
     file: &Path,
 ) -> anyhow::Result<Vec<Window>> {
     let Cut::Knocks { tap, one_per_file } = cut else {
-        return Ok(crate::frontend::padded_windows(front, mono, rate_hz)?.0);
+        return crate::frontend::padded_windows(front, mono, rate_hz);
     };
     let mut knocks = crate::tap::TapFront::new(tap, front, rate_hz)?;
     let mut windows = Vec::new();
     knocks.push(mono, &mut |w| windows.push(w));
+    if !windows.is_empty() || mono.is_empty() {
+        return Ok(windows);
+    }
     let one_window = mono.len() as f64 <= front.window_seconds() * rate_hz as f64;
     let peak = mono
         .iter()
@@ -89,25 +92,29 @@ pub fn windows(
         .max_by(|a, b| a.1.abs().total_cmp(&b.1.abs()))
         .map_or(0, |(i, _)| i);
     let cut_at_strike = one_window || peak < (rate_hz / 50) as usize;
-    if windows.is_empty() && !mono.is_empty() && (cut_at_strike || one_per_file) {
-        let from = match cut_at_strike {
-            true => 0,
-            false => peak.saturating_sub((tap.pre_ms / 1000.0 * rate_hz as f32) as usize),
-        };
-        tracing::debug!(
-            "{}: no onset found: taking it as one knock at {:.3} s",
-            file.display(),
-            from as f64 / rate_hz as f64
-        );
-        let (w, _) = crate::frontend::padded_windows(front, &mono[from..], rate_hz)?;
-        windows.extend(w.into_iter().take(1).map(|mut w| {
-            let t0 = from as f64 / rate_hz as f64;
+    if !(cut_at_strike || one_per_file) {
+        return Ok(windows);
+    }
+    let from = match cut_at_strike {
+        true => 0,
+        false => peak.saturating_sub((tap.pre_ms / 1000.0 * rate_hz as f32) as usize),
+    };
+    let t0 = from as f64 / rate_hz as f64;
+    tracing::debug!(
+        "{}: no onset found: taking it as one knock at {t0:.3} s",
+        file.display()
+    );
+    let first = crate::frontend::padded_windows(front, &mono[from..], rate_hz)?
+        .into_iter()
+        .next();
+    Ok(first
+        .map(|mut w| {
             w.t_start_s += t0;
             w.t_end_s += t0;
             w
-        }));
-    }
-    Ok(windows)
+        })
+        .into_iter()
+        .collect())
 }
 
 /// Windows and embeds a whole WAV file (channel 0 of multichannel files unless told).

@@ -5,6 +5,11 @@ fn parse(text: &str) -> Result<Config, ConfigError> {
     Config::parse(text, Path::new("test.toml"))
 }
 
+/// The error a config that must be refused gives.
+fn parse_err(text: &str) -> String {
+    parse(text).unwrap_err().to_string()
+}
+
 #[test]
 fn shipped_config_parses_and_validates() {
     let text = include_str!("../../config/hark.toml");
@@ -39,33 +44,27 @@ fn is_assignment(line: &str) -> bool {
 
 #[test]
 fn unknown_key_is_named() {
-    let err = parse("node = \"a\"\nbogus = 1\n").unwrap_err().to_string();
+    let err = parse_err("node = \"a\"\nbogus = 1\n");
     assert!(err.contains("bogus"), "{err}");
     assert!(!err.contains('\n'), "one line: {err}");
 }
 
 #[test]
 fn malformed_toml_names_line() {
-    let err = parse("node = \"a\"\n[mqtt\n").unwrap_err().to_string();
+    let err = parse_err("node = \"a\"\n[mqtt\n");
     assert!(err.contains("line 2"), "{err}");
 }
 
 #[test]
 fn invalid_values_name_key_and_value() {
-    let err = parse("[[source]]\nname = \"p\"\nmode = \"sometimes\"\n")
-        .unwrap_err()
-        .to_string();
+    let err = parse_err("[[source]]\nname = \"p\"\nmode = \"sometimes\"\n");
     assert!(
         err.contains("source[0].mode") && err.contains("sometimes"),
         "{err}"
     );
-    let err = parse("[[source]]\nname = \"p\"\n[[source]]\nname = \"p\"\n")
-        .unwrap_err()
-        .to_string();
+    let err = parse_err("[[source]]\nname = \"p\"\n[[source]]\nname = \"p\"\n");
     assert!(err.contains("source[1].name"), "{err}");
-    let err = parse("[mqtt]\nurl = \"http://x\"\n")
-        .unwrap_err()
-        .to_string();
+    let err = parse_err("[mqtt]\nurl = \"http://x\"\n");
     assert!(
         err.contains("mqtt.url") && err.contains("http://x"),
         "{err}"
@@ -156,7 +155,7 @@ fn security_keys_that_do_not_fit_together_are_named() {
         ("url = \"mqtts://b:x\"", "mqtt.url", "mqtts://b:x"),
     ];
     for (body, key, value) in cases {
-        let err = parse(&format!("[mqtt]\n{body}\n")).unwrap_err().to_string();
+        let err = parse_err(&format!("[mqtt]\n{body}\n"));
         assert!(
             err.starts_with("test.toml: ") && err.contains(key) && err.contains(value),
             "{body:?} → {err}"
@@ -183,15 +182,11 @@ fn tap_mode_defaults_to_the_tap_model() {
         cfg.sources[0].model,
         PathBuf::from("models/tap.safetensors")
     );
-    let err = parse("[[source]]\nname = \"s\"\nmode = \"tap\"\ntap_threshold_db = 1\n")
-        .unwrap_err()
-        .to_string();
+    let err = parse_err("[[source]]\nname = \"s\"\nmode = \"tap\"\ntap_threshold_db = 1\n");
     assert!(err.contains("source[0].tap_threshold_db"), "{err}");
     let quiet = "[[source]]\nname = \"s\"\nmode = \"tap\"\ntap_min_level_dbfs = -70\n";
     assert_eq!(parse(quiet).unwrap().sources[0].tap.min_level_dbfs, -70.0);
-    let err = parse("[[source]]\nname = \"s\"\nmode = \"tap\"\ntap_min_level_dbfs = 3\n")
-        .unwrap_err()
-        .to_string();
+    let err = parse_err("[[source]]\nname = \"s\"\nmode = \"tap\"\ntap_min_level_dbfs = 3\n");
     assert!(
         err.contains("source[0].tap_min_level_dbfs") && err.contains('3'),
         "{err}"
@@ -219,7 +214,7 @@ fn defaults_and_derived_values() {
 #[test]
 fn parse_errors_with_control_characters_stay_on_one_line() {
     // Found by tests/fuzz.rs: toml quotes the offending line, lone `\r` included.
-    let err = parse("\r\u{e}").unwrap_err().to_string();
+    let err = parse_err("\r\u{e}");
     assert!(!err.contains(['\n', '\r']), "one line: {err:?}");
     assert!(
         err.starts_with("test.toml: ") && err.contains("\\r"),
