@@ -1,16 +1,20 @@
-//! The normal bank: unit-norm embeddings of normal sound plus their calibration.
+//! The normal bank: embeddings of normal sound plus their calibration.
 //!
-//! Pure math and one file format. Scoring is `1 − max dot` against the bank (cosine
-//! distance to the nearest normal window). The bank is capped by a greedy k-center
-//! coreset, and its threshold comes from leave-one-out scores of the normal windows
-//! themselves, so calibration never needs an anomaly.
+//! Pure math and one file format. A window's score is its distance to the nearest
+//! normal window, in one of two metrics ([`Metric`]): cosine distance between unit-norm
+//! embeddings (`1 − max dot`), or, for models that append the window's band profile,
+//! Euclidean distance after each value is standardised by its spread over the
+//! enrolment windows. The bank is capped by a greedy k-center coreset, and its
+//! threshold comes from leave-one-out scores of the normal windows themselves, so
+//! calibration never needs an anomaly.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 /// Version of the bank-file layout. Version 2 added the optional per-row notes
-/// (`profiles`, `origins` and the `clips` list); version 1 files still load.
-pub const BANK_FORMAT_VERSION: u32 = 2;
+/// (`profiles`, `origins` and the `clips` list); version 3 the standardised metric
+/// (metadata `metric`, tensors `center` and `scale`). Older files still load.
+pub const BANK_FORMAT_VERSION: u32 = 3;
 
 /// How far from 1 the norm of a stored embedding may be (embeddings are unit-norm).
 pub const UNIT_NORM_TOLERANCE: f32 = 1e-3;
@@ -35,8 +39,9 @@ pub struct Calibration {
 /// Safety factor over the normal-score quantile. Enrolment clips come from one day;
 /// the same machine on another day (other room noise, other microphone position)
 /// scores up to ~1.8× higher (measured on ../shared/data/fan, whose test normals were
-/// recorded a year after most of its training clips). Scores are cosine distances, so
-/// a factor, not an offset, carries across models and machines.
+/// recorded a year after most of its training clips) with cosine distance, up to ~1.2×
+/// with the standardised distance of the default model (2026-11-22). Scores are
+/// distances, so a factor, not an offset, carries across models and machines.
 pub const THRESHOLD_MARGIN: f32 = 2.0;
 
 /// The margin for knocks (`mode = "tap"`): none. A station's knocks are made the same
@@ -49,17 +54,41 @@ pub const TAP_THRESHOLD_MARGIN: f32 = 1.0;
 /// Target false-alarm rate per window for threshold calibration (before the margin).
 pub const TARGET_FAR: f32 = 0.01;
 
-/// What a bank's threshold is set for.
+/// How a bank measures the distance between two windows.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Metric {
+    /// Cosine distance between unit-norm embeddings.
+    Cosine,
+    /// Euclidean distance after standardising each value by the enrolment windows'
+    /// mean and spread. The vector is blocks (the embedding, then the band profile:
+    /// [`crate::model::ModelMeta::profile`]); each block weighs the same, whatever its
+    /// length, so a score is the root mean square, over the blocks, of each block's
+    /// RMS difference in standard deviations.
+    Standardised {
+        /// Length of the first block (the embedding); the rest is the second.
+        embedding_dim: usize,
+    },
+}
+
+/// A value's spread is taken as at least this fraction of its block's mean spread:
+/// a band that never moved during enrolment (digital silence, a clipped peak) would
+/// otherwise turn the first hint of noise in it into thousands of standard deviations.
+pub const SPREAD_FLOOR: f32 = 0.1;
+
+/// What a bank's threshold is set for, and how it measures distance.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Target {
     /// False-alarm rate per window of the normal-score quantile.
     pub far: f32,
     /// Threshold = this × that quantile.
     pub margin: f32,
+    /// Distance between windows.
+    pub metric: Metric,
 }
 
 impl Target {
-    /// The target for banks of a model made for `mode` (`"tap"` or `"continuous"`).
+    /// The target for banks of a cosine model made for `mode` (`"tap"` or
+    /// `"continuous"`).
     pub fn for_mode(mode: &str) -> Target {
         Target {
             far: TARGET_FAR,
@@ -67,6 +96,21 @@ impl Target {
                 "tap" => TAP_THRESHOLD_MARGIN,
                 _ => THRESHOLD_MARGIN,
             },
+            metric: Metric::Cosine,
+        }
+    }
+
+    /// The target for banks of `model`: its mode's margin, and the standardised metric
+    /// when it appends the band profile.
+    pub fn for_model(model: &crate::model::ModelMeta) -> Target {
+        Target {
+            metric: match model.profile {
+                true => Metric::Standardised {
+                    embedding_dim: model.embedding_dim,
+                },
+                false => Metric::Cosine,
+            },
+            ..Target::for_mode(&model.mode)
         }
     }
 
@@ -88,11 +132,80 @@ pub struct RowNote {
     pub t: f32,
 }
 
-/// Unit-norm normal embeddings (row-major, `len × dim`) with calibration.
+/// Per-value standardisation of a [`Metric::Standardised`] bank: a window `x` is
+/// compared as `(x − center) × scale`, `scale` folding in 1 / spread and the block
+/// weight.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scaling {
+    /// Mean of each value over the enrolment windows.
+    pub center: Vec<f32>,
+    /// Multiplier of each centred value (finite, > 0).
+    pub scale: Vec<f32>,
+}
+
+impl Scaling {
+    /// From the enrolment rows (`flat`, `n × dim`) and the first block's length.
+    fn fit(flat: &[f32], dim: usize, embedding_dim: usize) -> Scaling {
+        let n = (flat.len() / dim).max(1) as f64;
+        let mut mean = vec![0.0f64; dim];
+        for row in flat.chunks_exact(dim) {
+            for (m, x) in mean.iter_mut().zip(row) {
+                *m += f64::from(*x) / n;
+            }
+        }
+        let mut var = vec![0.0f64; dim];
+        for row in flat.chunks_exact(dim) {
+            for ((v, x), m) in var.iter_mut().zip(row).zip(&mean) {
+                *v += (f64::from(*x) - m).powi(2) / n;
+            }
+        }
+        let spread: Vec<f64> = var.iter().map(|v| v.sqrt()).collect();
+        let split = embedding_dim.min(dim);
+        let blocks: Vec<std::ops::Range<usize>> = [0..split, split..dim]
+            .into_iter()
+            .filter(|b| !b.is_empty())
+            .collect();
+        let mut scale = vec![0.0f32; dim];
+        for block in &blocks {
+            let len = block.len() as f64;
+            let floor = (spread[block.clone()].iter().sum::<f64>() / len * f64::from(SPREAD_FLOOR))
+                .max(1e-6);
+            let weight = 1.0 / (len * blocks.len() as f64).sqrt();
+            for i in block.clone() {
+                scale[i] = (weight / spread[i].max(floor)) as f32;
+            }
+        }
+        Scaling {
+            center: mean.iter().map(|&m| m as f32).collect(),
+            scale,
+        }
+    }
+
+    /// `x` in the standardised space.
+    fn apply(&self, x: &[f32]) -> Vec<f32> {
+        x.iter()
+            .zip(self.center.iter().zip(&self.scale))
+            .map(|(v, (c, s))| (v - c) * s)
+            .collect()
+    }
+
+    /// Back from the standardised space.
+    fn invert(&self, z: &[f32]) -> Vec<f32> {
+        z.iter()
+            .zip(self.center.iter().zip(&self.scale))
+            .map(|(v, (c, s))| v / s + c)
+            .collect()
+    }
+}
+
+/// Normal windows (row-major, `len × dim`) with calibration: unit-norm embeddings, or
+/// standardised rows when the bank has a [`Scaling`].
 #[derive(Debug, Clone)]
 pub struct NormalBank {
     dim: usize,
     embeddings: Vec<f32>,
+    /// `Some`: the standardised metric; rows are stored standardised.
+    scaling: Option<Scaling>,
     /// One entry per row (`None`: made by an older hark, or without notes).
     notes: Vec<Option<RowNote>>,
     /// Calibration from the enrolment windows.
@@ -150,10 +263,22 @@ impl NormalBank {
             "one note per embedding"
         );
         let dim = embeddings[0].len();
+        if let Some((i, e)) = embeddings.iter().enumerate().find(|(_, e)| e.len() != dim) {
+            anyhow::bail!("embedding {i} has {} values, the first has {dim}", e.len());
+        }
         let flat: Vec<f32> = embeddings.iter().flatten().copied().collect();
-        let scores = leave_one_out_scores(&flat, dim, origins, guard);
+        let scaling = match target.metric {
+            Metric::Cosine => None,
+            Metric::Standardised { embedding_dim } => Some(Scaling::fit(&flat, dim, embedding_dim)),
+        };
+        let flat = match &scaling {
+            Some(s) => flat.chunks_exact(dim).flat_map(|r| s.apply(r)).collect(),
+            None => flat,
+        };
+        let euclidean = scaling.is_some();
+        let scores = leave_one_out_scores(&flat, dim, origins, guard, euclidean);
         let calibration = calibrate(&scores, target);
-        let keep = k_center(&flat, dim, max_size.max(1));
+        let keep = k_center(&flat, dim, max_size.max(1), euclidean);
         let embeddings = keep
             .iter()
             .flat_map(|&i| flat[i * dim..(i + 1) * dim].iter().copied())
@@ -165,6 +290,7 @@ impl NormalBank {
         Ok(NormalBank {
             dim,
             embeddings,
+            scaling,
             notes,
             calibration,
             model_hash: model_hash.to_string(),
@@ -177,6 +303,7 @@ impl NormalBank {
         NormalBank {
             dim: rows.first().map_or(0, Vec::len),
             embeddings: rows.iter().flatten().copied().collect(),
+            scaling: None,
             notes: vec![None; rows.len()],
             calibration,
             model_hash: model_hash.to_string(),
@@ -184,9 +311,23 @@ impl NormalBank {
         }
     }
 
-    /// The stored embeddings, one slice per row.
-    pub fn rows(&self) -> impl Iterator<Item = &[f32]> {
-        self.embeddings.chunks_exact(self.dim)
+    /// The rows as the model made them (standardised rows are scaled back), one
+    /// vector per row: what [`NormalBank::build`] takes to rebuild the bank.
+    pub fn rows(&self) -> impl Iterator<Item = Vec<f32>> + '_ {
+        self.embeddings
+            .chunks_exact(self.dim)
+            .map(|r| match &self.scaling {
+                Some(s) => s.invert(r),
+                None => r.to_vec(),
+            })
+    }
+
+    /// How the bank measures distance.
+    pub fn metric(&self) -> &'static str {
+        match self.scaling {
+            Some(_) => "standardised",
+            None => "cosine",
+        }
     }
 
     /// What row `i` was made from, if the bank knows.
@@ -199,15 +340,18 @@ impl NormalBank {
         &self.notes
     }
 
-    /// Adds one unit-norm embedding (a knock an operator says was good); the
-    /// calibration stays as it was. The first row of an empty bank sets its width;
-    /// a row of another width is ignored.
+    /// Adds one window as the model made it (a knock an operator says was good); the
+    /// calibration and the standardisation stay as they were. The first row of an
+    /// empty bank sets its width; a row of another width is ignored.
     pub fn push(&mut self, embedding: &[f32], note: Option<RowNote>) {
         if self.embeddings.is_empty() {
             self.dim = embedding.len();
         }
         if embedding.len() == self.dim && self.dim > 0 {
-            self.embeddings.extend_from_slice(embedding);
+            match &self.scaling {
+                Some(s) => self.embeddings.extend(s.apply(embedding)),
+                None => self.embeddings.extend_from_slice(embedding),
+            }
             self.notes.push(note);
         }
     }
@@ -227,8 +371,20 @@ impl NormalBank {
         self.dim
     }
 
-    /// Cosine distance from a unit-norm query to its nearest bank embedding, and which.
+    /// Distance from a window, as the model made it, to its nearest bank row, and
+    /// which row: cosine distance, or standardised Euclidean distance.
     pub fn nearest(&self, query: &[f32]) -> (f32, usize) {
+        if let Some(s) = &self.scaling {
+            let q = s.apply(query);
+            let mut best = (f32::MAX, 0);
+            for (i, row) in self.embeddings.chunks_exact(self.dim).enumerate() {
+                let d = sq_dist(row, &q);
+                if d < best.0 {
+                    best = (d, i);
+                }
+            }
+            return (best.0.sqrt(), best.1);
+        }
         let mut best = (f32::MIN, 0);
         for (i, row) in self.embeddings.chunks_exact(self.dim).enumerate() {
             let dot = dot(row, query);
@@ -253,6 +409,7 @@ impl NormalBank {
             ("target_far", c.target_far.to_string()),
             ("margin", c.margin.to_string()),
             ("n_windows", self.n_windows.to_string()),
+            ("metric", self.metric().to_string()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
@@ -263,6 +420,10 @@ impl NormalBank {
             vec![self.len(), self.dim],
             self.embeddings.clone(),
         )];
+        if let Some(sc) = &self.scaling {
+            tensors.push(("center".into(), vec![self.dim], sc.center.clone()));
+            tensors.push(("scale".into(), vec![self.dim], sc.scale.clone()));
+        }
         if let Some((profiles, origins, clips)) = self.flat_notes() {
             tensors.push((
                 "profiles".into(),
@@ -377,14 +538,23 @@ impl NormalBank {
                 "tensor `embeddings` holds NaN or infinite values".into()
             ));
         }
-        // Scores are `1 − dot`, which only means cosine distance for unit rows; a row of
-        // 1e30s would score every window -inf (never an alarm).
+        let scaling = match meta.get("metric").map(String::as_str) {
+            None | Some("cosine") => None,
+            Some("standardised") => Some(read_scaling(&st, shape[1]).map_err(err)?),
+            Some(v) => {
+                return Err(err(format!(
+                    "metadata key `metric` = {v:?}, expected \"cosine\" or \"standardised\""
+                )));
+            }
+        };
+        // Cosine scores are `1 − dot`, which only means cosine distance for unit rows; a
+        // row of 1e30s would score every window -inf (never an alarm).
         let norms = embeddings
             .chunks_exact(shape[1])
             .map(|row| dot(row, row).sqrt());
         if let Some((i, norm)) = norms
             .enumerate()
-            .find(|(_, norm)| (norm - 1.0).abs() > UNIT_NORM_TOLERANCE)
+            .find(|(_, norm)| scaling.is_none() && (norm - 1.0).abs() > UNIT_NORM_TOLERANCE)
         {
             return Err(err(format!(
                 "tensor `embeddings` row {i} has norm {norm}, not 1 (embeddings are unit-norm)"
@@ -400,6 +570,7 @@ impl NormalBank {
         Ok(NormalBank {
             dim: shape[1],
             embeddings,
+            scaling,
             notes,
             calibration: Calibration {
                 threshold: num("threshold")?,
@@ -421,6 +592,35 @@ fn f32_values(t: &safetensors::tensor::TensorView) -> Vec<f32> {
         .chunks_exact(4)
         .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
         .collect()
+}
+
+/// Reads the `center` and `scale` tensors of a standardised bank with `dim` columns.
+fn read_scaling(st: &safetensors::SafeTensors, dim: usize) -> Result<Scaling, String> {
+    let vector = |name: &str| -> Result<Vec<f32>, String> {
+        let t = st
+            .tensor(name)
+            .map_err(|_| format!("tensor `{name}` is missing (metric \"standardised\")"))?;
+        if t.dtype() != safetensors::Dtype::F32 || t.shape() != [dim] {
+            return Err(format!(
+                "tensor `{name}` must be f32 [{dim}], is {:?} {:?}",
+                t.dtype(),
+                t.shape()
+            ));
+        }
+        let v = f32_values(&t);
+        match v.iter().position(|x| !x.is_finite()) {
+            Some(i) => Err(format!("tensor `{name}` holds a non-finite value at {i}")),
+            None => Ok(v),
+        }
+    };
+    let (center, scale) = (vector("center")?, vector("scale")?);
+    if let Some(i) = scale.iter().position(|s| *s <= 0.0 || *s > 1e6) {
+        return Err(format!(
+            "tensor `scale` value {i} = {} must be in (0, 1e6]",
+            scale[i]
+        ));
+    }
+    Ok(Scaling { center, scale })
 }
 
 /// Reads the optional per-row notes of a bank with `rows` rows (all `None` when the
@@ -515,23 +715,55 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
 }
 
 /// Each window's distance to its nearest neighbour outside its own time neighbourhood.
-fn leave_one_out_scores(flat: &[f32], dim: usize, origins: &[Origin], guard: u32) -> Vec<f32> {
+fn leave_one_out_scores(
+    flat: &[f32],
+    dim: usize,
+    origins: &[Origin],
+    guard: u32,
+    euclidean: bool,
+) -> Vec<f32> {
     let n = origins.len();
     (0..n)
         .map(|i| {
             let q = &flat[i * dim..(i + 1) * dim];
-            let mut best = f32::MIN;
+            let mut best = f32::MAX;
             for j in 0..n {
                 let (a, b) = (origins[i], origins[j]);
                 if a.segment == b.segment && a.index.abs_diff(b.index) <= guard {
                     continue;
                 }
-                best = best.max(dot(q, &flat[j * dim..(j + 1) * dim]));
+                best = best.min(distance(q, &flat[j * dim..(j + 1) * dim], euclidean));
             }
             // A single short segment has no independent neighbour: fall back to itself.
-            if best == f32::MIN { 0.0 } else { 1.0 - best }
+            if best == f32::MAX { 0.0 } else { best }
         })
         .collect()
+}
+
+/// Squared Euclidean distance, with the partial sums of [`dot`].
+pub fn sq_dist(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| (x - y) * (x - y))
+        .sum();
+    for (x, y) in ca.zip(cb) {
+        for i in 0..8 {
+            acc[i] += (x[i] - y[i]) * (x[i] - y[i]);
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+/// Distance between two stored rows: Euclidean (standardised rows) or cosine.
+fn distance(a: &[f32], b: &[f32], euclidean: bool) -> f32 {
+    match euclidean {
+        true => sq_dist(a, b).sqrt(),
+        false => 1.0 - dot(a, b),
+    }
 }
 
 /// Threshold at `target.margin` × the `1 − target.far` quantile of normal scores.
@@ -539,6 +771,7 @@ pub fn calibrate(scores: &[f32], target: Target) -> Calibration {
     let Target {
         far: target_far,
         margin,
+        ..
     } = target;
     let mut s = scores.to_vec();
     s.sort_by(f32::total_cmp);
@@ -557,14 +790,16 @@ pub fn calibrate(scores: &[f32], target: Target) -> Calibration {
 }
 
 /// Greedy k-center: indices of at most `k` rows such that every row is close to one.
-fn k_center(flat: &[f32], dim: usize, k: usize) -> Vec<usize> {
+fn k_center(flat: &[f32], dim: usize, k: usize, euclidean: bool) -> Vec<usize> {
     let n = flat.len() / dim;
     if n <= k {
         return (0..n).collect();
     }
     let row = |i: usize| &flat[i * dim..(i + 1) * dim];
     let mut chosen = vec![0];
-    let mut dist: Vec<f32> = (0..n).map(|i| 1.0 - dot(row(i), row(0))).collect();
+    let mut dist: Vec<f32> = (0..n)
+        .map(|i| distance(row(i), row(0), euclidean))
+        .collect();
     while chosen.len() < k {
         let (far, _) = dist
             .iter()
@@ -573,7 +808,7 @@ fn k_center(flat: &[f32], dim: usize, k: usize) -> Vec<usize> {
             .expect("n > k >= 1");
         chosen.push(far);
         for (i, d) in dist.iter_mut().enumerate() {
-            *d = d.min(1.0 - dot(row(i), row(far)));
+            *d = d.min(distance(row(i), row(far), euclidean));
         }
     }
     chosen
@@ -634,6 +869,7 @@ mod tests {
             Target {
                 far: 0.1,
                 margin: THRESHOLD_MARGIN,
+                metric: Metric::Cosine,
             },
         );
         assert!((c.threshold - THRESHOLD_MARGIN * 0.9).abs() < 1e-6);
@@ -670,8 +906,132 @@ mod tests {
                 index: 0,
             },
         ];
-        let s = leave_one_out_scores(&e.concat(), 2, &o, 1);
+        let s = leave_one_out_scores(&e.concat(), 2, &o, 1, false);
         assert!((s[0] - 1.0).abs() < 1e-6 && (s[1] - 1.0).abs() < 1e-6);
+    }
+
+    /// Enrolment rows of a standardised bank: a 2-value unit embedding, then a 3-band
+    /// "profile" in dB (`level` ± 1, one band that never moves).
+    fn profiled(n: usize, level: f32) -> Vec<Vec<f32>> {
+        (0..n)
+            .map(|i| {
+                let a = i as f32 * 0.01;
+                let wobble = (i % 3) as f32 - 1.0;
+                vec![
+                    a.cos(),
+                    a.sin(),
+                    level + wobble,
+                    level - 10.0 - wobble,
+                    -100.0,
+                ]
+            })
+            .collect()
+    }
+
+    fn standardised() -> Target {
+        Target {
+            metric: Metric::Standardised { embedding_dim: 2 },
+            ..Target::continuous()
+        }
+    }
+
+    #[test]
+    fn standardised_banks_hear_a_louder_window_that_cosine_cannot() {
+        let rows = profiled(30, -40.0);
+        let bank =
+            NormalBank::build(&rows, &origins(30), &[], 0, 100, standardised(), "h").unwrap();
+        assert_eq!(bank.metric(), "standardised");
+        let normal = bank.nearest(&rows[7]).0;
+        assert!(normal < 1e-3, "an enrolment row scores {normal}");
+        // Same embedding, every band 10 dB louder: 5 spreads away in two of the three
+        // bands. The unit-norm embedding alone cannot see it.
+        let mut louder = rows[7].clone();
+        louder[2..].iter_mut().for_each(|v| *v += 10.0);
+        let score = bank.nearest(&louder).0;
+        assert!(
+            score > 3.0 * bank.calibration.threshold,
+            "louder {score}, threshold {}",
+            bank.calibration.threshold
+        );
+        // A band that never moved during enrolment: its spread is floored at a tenth
+        // of the block's mean, so a 0.01 dB wobble in it stays below the threshold
+        // (unfloored, it would be 10,000 spreads).
+        let mut hum = rows[7].clone();
+        hum[4] += 0.01;
+        let hum = bank.nearest(&hum).0;
+        assert!(
+            hum < 0.5 * bank.calibration.threshold,
+            "wobble {hum}, threshold {}",
+            bank.calibration.threshold
+        );
+    }
+
+    #[test]
+    fn standardised_scores_do_not_depend_on_units() {
+        // The same windows with the profile in tenths of a dB (×10, offset): every
+        // score is the same, since each value is measured in its own spreads.
+        let rows = profiled(20, -40.0);
+        let rescaled: Vec<Vec<f32>> = rows
+            .iter()
+            .map(|r| {
+                let mut r = r.clone();
+                r[2..].iter_mut().for_each(|v| *v = *v * 10.0 + 7.0);
+                r
+            })
+            .collect();
+        let a = NormalBank::build(&rows, &origins(20), &[], 0, 100, standardised(), "h").unwrap();
+        let b =
+            NormalBank::build(&rescaled, &origins(20), &[], 0, 100, standardised(), "h").unwrap();
+        assert!((a.calibration.threshold - b.calibration.threshold).abs() < 1e-4);
+        let mut q = rows[3].clone();
+        q[2] += 2.5;
+        let mut q10 = rescaled[3].clone();
+        q10[2] += 25.0;
+        assert!((a.nearest(&q).0 - b.nearest(&q10).0).abs() < 1e-4);
+    }
+
+    #[test]
+    fn standardised_banks_round_trip_rebuild_and_refuse_a_bad_scale() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("b.bank.safetensors");
+        let rows = profiled(10, -30.0);
+        let mut bank =
+            NormalBank::build(&rows, &origins(10), &[], 0, 100, standardised(), "h").unwrap();
+        // A pushed row (an operator's good knock) is standardised like the others.
+        let mut extra = rows[0].clone();
+        extra[2] += 5.0;
+        bank.push(&extra, None);
+        assert!(bank.nearest(&extra).0 < 1e-3);
+        bank.save(&p).unwrap();
+        let back = NormalBank::load(&p, "h", Path::new("m")).unwrap();
+        assert_eq!(back.metric(), "standardised");
+        assert_eq!(back.calibration, bank.calibration);
+        let mut q = rows[4].clone();
+        q[3] -= 3.0;
+        assert!((back.nearest(&q).0 - bank.nearest(&q).0).abs() < 1e-6);
+        // rows() gives the values the model made, to rebuild the bank from.
+        let again: Vec<Vec<f32>> = back.rows().collect();
+        let worst = again
+            .iter()
+            .zip(rows.iter().chain([&extra]))
+            .flat_map(|(a, b)| a.iter().zip(b).map(|(x, y)| (x - y).abs()))
+            .fold(0.0, f32::max);
+        assert!(worst < 1e-3, "rows() drifted by {worst}");
+        // A scale of zero would make every window score 0: never an alarm.
+        let mut sc = back.scaling.clone().unwrap();
+        sc.scale[1] = 0.0;
+        let broken = NormalBank {
+            scaling: Some(sc),
+            ..back
+        };
+        broken.save(&p).unwrap();
+        let e = NormalBank::load(&p, "h", Path::new("m"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("b.bank.safetensors") && e.contains("tensor `scale` value 1 = 0"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -77,13 +77,13 @@ pub fn load_source(s: &SourceConfig, cfg_file: &Path) -> anyhow::Result<Loaded> 
     }
     let bank = if s.bank.exists() {
         let bank = NormalBank::load(&s.bank, embedder.hash(), &s.model)?;
-        if bank.dim() != meta.embedding_dim {
+        if bank.dim() != meta.output_dim() {
             bail!(
                 "{}: embeddings have {} values, model {} makes {}",
                 s.bank.display(),
                 bank.dim(),
                 s.model.display(),
-                meta.embedding_dim
+                meta.output_dim()
             );
         }
         Some(bank)

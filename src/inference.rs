@@ -449,12 +449,7 @@ impl Inference {
                 }
                 let (new_rows, new_notes): (Vec<Vec<f32>>, Vec<Option<RowNote>>) =
                     collected.into_iter().map(|(e, n)| (e, Some(n))).unzip();
-                let rows: Vec<Vec<f32>> = det
-                    .bank()
-                    .rows()
-                    .map(<[f32]>::to_vec)
-                    .chain(new_rows)
-                    .collect();
+                let rows: Vec<Vec<f32>> = det.bank().rows().chain(new_rows).collect();
                 let notes: Vec<Option<RowNote>> = det
                     .bank()
                     .notes()
@@ -483,7 +478,7 @@ impl Inference {
                     &notes,
                     self.overlap_guard(),
                     MAX_BANK,
-                    crate::bank::Target::for_mode(&self.embedder.meta().mode),
+                    crate::bank::Target::for_model(self.embedder.meta()),
                     self.embedder.hash(),
                 ) {
                     Ok(b) => b,
@@ -563,7 +558,7 @@ impl Inference {
             notes,
             guard,
             MAX_BANK,
-            crate::bank::Target::for_mode(&self.embedder.meta().mode),
+            crate::bank::Target::for_model(self.embedder.meta()),
             self.embedder.hash(),
         ) {
             Ok(b) => b,

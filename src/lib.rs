@@ -5,7 +5,7 @@
 //! USB mic --cpal callback--> SPSC ring --> dsp thread --> inference thread --> alarm thread --> MQTT
 //!           no alloc/lock    (ringbuf)     log-mel        candle embedding     rumqttc
 //!                                          windows        + nearest normal     state, events,
-//!                                          (realfft)      cosine distance      health, LWT
+//!                                          (realfft)      distance             health, LWT
 //! ```
 //!
 //! | Thread (name) | Owns | Reads | Writes | Stops when |

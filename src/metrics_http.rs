@@ -95,7 +95,7 @@ pub fn render(sources: &[MetricSource]) -> String {
     counter(
         &mut out,
         "hark_score",
-        "Latest anomaly score (cosine distance to the nearest normal).",
+        "Latest anomaly score (distance to the nearest normal window).",
         "gauge",
         &|h| f64::from(h.score().0),
     );

@@ -44,6 +44,11 @@ pub struct ModelMeta {
     pub input_scale_db: f32,
     /// `continuous` or `tap`.
     pub mode: String,
+    /// The model's output also carries the window's band profile (each mel band's mean
+    /// and spread over the window, dB) after the embedding, and banks enrolled with it
+    /// score by standardised distance ([`crate::bank::Metric::Standardised`]). Metadata
+    /// key `features`: `embedding` (absent: the same) or `embedding+profile`.
+    pub profile: bool,
     /// How the weights were made (e.g. `fixed-seed 7`, `trained ...`).
     pub origin: String,
 }
@@ -313,7 +318,9 @@ impl Embedder {
         self.meta.front.n_mels * self.meta.front.frames
     }
 
-    /// Embeds a batch of frame-major log-mel windows; each result is unit-norm.
+    /// Embeds a batch of frame-major log-mel windows: each result is the unit-norm
+    /// embedding, followed by the window's band profile when the model has one
+    /// ([`ModelMeta::profile`]); [`ModelMeta::output_dim`] values in all.
     pub fn embed(&self, windows: &[&[f32]]) -> candle_core::Result<Vec<Vec<f32>>> {
         let p = &self.meta.front;
         let mut flat = Vec::with_capacity(windows.len() * self.window_len());
@@ -323,8 +330,32 @@ impl Embedder {
         let x = Tensor::from_vec(flat, (windows.len(), p.frames, p.n_mels), &self.device)?;
         let y = self.net.forward(&x)?;
         let norm = y.sqr()?.sum_keepdim(1)?.sqrt()?.clamp(1e-12, f64::MAX)?;
-        y.broadcast_div(&norm)?.to_vec2()
+        let mut out = y.broadcast_div(&norm)?.to_vec2::<f32>()?;
+        if self.meta.profile {
+            for (v, w) in out.iter_mut().zip(windows) {
+                v.extend(band_profile(w, p.n_mels));
+            }
+        }
+        Ok(out)
     }
+}
+
+/// Each mel band's mean over the window's frames, then each band's standard deviation
+/// (`2 × n_mels` values, dB): the window's spectral envelope and how much it moves. It
+/// keeps the level the unit-norm embedding divides away (a fan that got louder).
+pub fn band_profile(window_db: &[f32], n_mels: usize) -> Vec<f32> {
+    let mean = crate::explain::profile(window_db, n_mels);
+    let frames = (window_db.len() / n_mels.max(1)).max(1) as f64;
+    let mut var = vec![0.0f64; n_mels];
+    for frame in window_db.chunks_exact(n_mels.max(1)) {
+        for ((s, v), m) in var.iter_mut().zip(frame).zip(&mean) {
+            *s += f64::from(v - m).powi(2);
+        }
+    }
+    mean.iter()
+        .copied()
+        .chain(var.iter().map(|s| (s / frames).sqrt() as f32))
+        .collect()
 }
 
 impl ModelMeta {
@@ -336,8 +367,20 @@ impl ModelMeta {
             input_offset_db: -60.0,
             input_scale_db: 20.0,
             mode: "continuous".into(),
+            profile: false,
             origin: origin.into(),
         }
+    }
+
+    /// Values per window the model outputs: the embedding, plus `2 × n_mels` when it
+    /// carries the band profile.
+    pub fn output_dim(&self) -> usize {
+        self.embedding_dim
+            + if self.profile {
+                2 * self.front.n_mels
+            } else {
+                0
+            }
     }
 
     /// Appends a window's network input: `(dB − offset) / scale`.
@@ -369,6 +412,10 @@ impl ModelMeta {
         let mut map: HashMap<String, String> =
             pairs.into_iter().map(|(k, v)| (k.into(), v)).collect();
         map.insert("origin".into(), self.origin.clone());
+        // Only written when set, so a model without it keeps the bytes it always had.
+        if self.profile {
+            map.insert("features".into(), "embedding+profile".into());
+        }
         map
     }
 
@@ -486,6 +533,15 @@ impl ModelMeta {
             input_offset_db: offset,
             input_scale_db: scale,
             mode: get(map, "mode")?,
+            profile: match map.get("features").map(String::as_str) {
+                None | Some("embedding") => false,
+                Some("embedding+profile") => true,
+                Some(v) => {
+                    return Err(format!(
+                        "metadata key `features` = {v:?}, expected \"embedding\" or \"embedding+profile\""
+                    ));
+                }
+            },
             origin: map.get("origin").cloned().unwrap_or_default(),
         })
     }
@@ -664,6 +720,48 @@ mod tests {
         }
         assert_eq!(out[0], out[2], "same window, same embedding within a batch");
         assert_ne!(out[0], out[1]);
+    }
+
+    #[test]
+    fn a_profile_model_appends_each_bands_mean_and_spread() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut meta = ModelMeta::default_continuous("test");
+        meta.profile = true;
+        let path = dir.path().join("p.safetensors");
+        init_fixed_seed(&meta, 3, &path).unwrap();
+        let e = Embedder::load(&path).unwrap();
+        assert!(e.meta().profile);
+        let n_mels = meta.front.n_mels;
+        assert_eq!(meta.output_dim(), meta.embedding_dim + 2 * n_mels);
+        // Band b alternates between -50 - b and -30 - b dB frame by frame: mean
+        // -40 - b, spread 10.
+        let w: Vec<f32> = (0..e.window_len())
+            .map(|i| {
+                let (frame, band) = (i / n_mels, i % n_mels);
+                -40.0 - band as f32 + if frame % 2 == 0 { -10.0 } else { 10.0 }
+            })
+            .collect();
+        let out = e.embed(&[&w]).unwrap().remove(0);
+        assert_eq!(out.len(), meta.output_dim());
+        let (emb, profile) = out.split_at(meta.embedding_dim);
+        assert!((emb.iter().map(|x| x * x).sum::<f32>() - 1.0).abs() < 1e-4);
+        for b in 0..n_mels {
+            assert!(
+                (profile[b] - (-40.0 - b as f32)).abs() < 1e-3,
+                "mean of band {b}"
+            );
+            assert!(
+                (profile[n_mels + b] - 10.0).abs() < 1e-3,
+                "spread of band {b}"
+            );
+        }
+        // A model without the key reads as embedding-only; an unknown value is refused.
+        let mut map = meta.to_map();
+        map.remove("features");
+        assert!(!ModelMeta::from_map(&map).unwrap().profile);
+        map.insert("features".into(), "spectrum".into());
+        let err = ModelMeta::from_map(&map).unwrap_err();
+        assert!(err.contains("`features` = \"spectrum\""), "{err}");
     }
 
     #[test]

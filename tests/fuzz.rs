@@ -1316,7 +1316,7 @@ fn check_bank(b: &NormalBank) -> Result<(), TestCaseError> {
     for note in b.notes().iter().flatten() {
         prop_assert!(note.t.is_finite() && note.profile.iter().all(|x| x.is_finite()));
     }
-    let query = b.rows().next().map(<[f32]>::to_vec).unwrap_or_default();
+    let query = b.rows().next().unwrap_or_default();
     let (score, at) = b.nearest(&query);
     prop_assert!(score.is_finite() && at < b.len());
     Ok(())

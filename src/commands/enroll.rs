@@ -125,7 +125,7 @@ fn save(
         notes,
         guard,
         max_bank,
-        crate::bank::Target::for_mode(&embedder.meta().mode),
+        crate::bank::Target::for_model(embedder.meta()),
         embedder.hash(),
     )?;
     bank.save(out)?;

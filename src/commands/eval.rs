@@ -143,7 +143,7 @@ pub fn evaluate(
         &[],
         guard,
         MAX_BANK,
-        crate::bank::Target::for_mode(&embedder.meta().mode),
+        crate::bank::Target::for_model(embedder.meta()),
         embedder.hash(),
     )?;
     let n = train_levels.len() as f64;

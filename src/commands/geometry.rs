@@ -32,6 +32,10 @@ pub struct FrontEndArgs {
     /// `continuous` or `tap` (what `mode` a source must have to use the model).
     #[arg(long, default_value = "continuous", value_parser = ["continuous", "tap"])]
     pub mode: String,
+    /// Append each window's band profile (mel-band mean and spread, dB) to the
+    /// embedding; banks then score by distance in units of the enrolment's own spread.
+    #[arg(long)]
+    pub profile: bool,
 }
 
 impl FrontEndArgs {
@@ -49,6 +53,7 @@ impl FrontEndArgs {
         f.frames = self.frames.unwrap_or(f.frames);
         f.window_hop_frames = self.window_hop_frames.unwrap_or(f.window_hop_frames);
         meta.mode = self.mode.clone();
+        meta.profile = self.profile;
         ModelMeta::from_map(&meta.to_map()).map_err(|e| anyhow::anyhow!("front-end flags: {e}"))
     }
 }

@@ -100,7 +100,7 @@ where
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     chart
         .configure_mesh()
-        .x_desc("log10 score (cosine distance to the nearest normal window)")
+        .x_desc("log10 score (distance to the nearest normal window)")
         .draw()
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     for (counts, color, label) in [(cn, NORMAL, "normal"), (ca, ANOMALY, "anomaly")] {
@@ -198,7 +198,7 @@ pub fn score_svg(s: &super::score::Scored, out: &Path) -> anyhow::Result<()> {
         chart
             .configure_mesh()
             .x_desc("time (seconds of audio)")
-            .y_desc("score (cosine distance, log scale)")
+            .y_desc("score (distance to the nearest normal, log scale)")
             .axis_desc_style(("sans-serif", 16))
             .label_style(("sans-serif", 14))
             .y_label_formatter(&|v| tick(*v))
