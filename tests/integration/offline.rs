@@ -52,20 +52,32 @@ fn enroll_then_score_separates_blade_fault_from_normal() {
     );
 }
 
+/// The documented command that makes models/default.safetensors (and `--out FILE`).
+const DEFAULT_MODEL_COMMAND: [&str; 11] = [
+    "init-model",
+    "--seed",
+    "7",
+    "--profile",
+    "--sample-rate",
+    "32000",
+    "--fmax",
+    "16000",
+    "--window-hop-frames",
+    "16",
+    "--out",
+];
+
 #[test]
 fn shipped_model_is_made_by_its_documented_command() {
     // models/README.md says how models/default.safetensors was made; this keeps it true.
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("m.safetensors");
-    run_ok(
-        hark()
-            .args(["init-model", "--seed", "7", "--out"])
-            .arg(&out),
-    );
+    run_ok(hark().args(DEFAULT_MODEL_COMMAND).arg(&out));
     let shipped = shipped_model("default.safetensors");
     assert!(
         std::fs::read(&out).unwrap() == std::fs::read(&shipped).unwrap(),
-        "models/default.safetensors differs from `hark init-model --seed 7`"
+        "models/default.safetensors differs from `hark {}`",
+        DEFAULT_MODEL_COMMAND.join(" ")
     );
 }
 
