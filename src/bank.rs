@@ -75,6 +75,15 @@ pub enum Metric {
 /// otherwise turn the first hint of noise in it into thousands of standard deviations.
 pub const SPREAD_FLOOR: f32 = 0.1;
 
+/// Limits a standardised bank file's `scale` values must keep.
+const MIN_SCALE: f32 = 1e-6;
+/// See [`MIN_SCALE`].
+const MAX_SCALE: f32 = 1e6;
+/// Largest magnitude of a standardised bank's `center` and stored rows. Rows are
+/// spreads from the mean (a few, or a few hundred for a fault kept as normal); centres
+/// are dB or embedding values.
+const MAX_STANDARDISED: f32 = 1e6;
+
 /// What a bank's threshold is set for, and how it measures distance.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Target {
@@ -547,6 +556,15 @@ impl NormalBank {
                 )));
             }
         };
+        if let Some(i) = embeddings
+            .iter()
+            .position(|x| scaling.is_some() && x.abs() > MAX_STANDARDISED)
+        {
+            return Err(err(format!(
+                "tensor `embeddings` value {i} = {} must be within ±{MAX_STANDARDISED:e} (standardised rows)",
+                embeddings[i]
+            )));
+        }
         // Cosine scores are `1 − dot`, which only means cosine distance for unit rows; a
         // row of 1e30s would score every window -inf (never an alarm).
         let norms = embeddings
@@ -614,10 +632,21 @@ fn read_scaling(st: &safetensors::SafeTensors, dim: usize) -> Result<Scaling, St
         }
     };
     let (center, scale) = (vector("center")?, vector("scale")?);
-    if let Some(i) = scale.iter().position(|s| *s <= 0.0 || *s > 1e6) {
+    // Bounds that keep every score finite: a window is `(x − center) × scale`, and
+    // rows are scaled back as `row / scale + center` for a rebuild.
+    if let Some(i) = scale
+        .iter()
+        .position(|s| !(MIN_SCALE..=MAX_SCALE).contains(s))
+    {
         return Err(format!(
-            "tensor `scale` value {i} = {} must be in (0, 1e6]",
+            "tensor `scale` value {i} = {} must be in {MIN_SCALE:e}..={MAX_SCALE:e}",
             scale[i]
+        ));
+    }
+    if let Some(i) = center.iter().position(|c| c.abs() > MAX_STANDARDISED) {
+        return Err(format!(
+            "tensor `center` value {i} = {} must be within ±{MAX_STANDARDISED:e}",
+            center[i]
         ));
     }
     Ok(Scaling { center, scale })
@@ -1029,7 +1058,7 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(
-            e.contains("b.bank.safetensors") && e.contains("tensor `scale` value 1 = 0"),
+            e.contains("b.bank.safetensors") && e.contains("tensor `scale` value 1 = 0 must be"),
             "{e}"
         );
     }

@@ -25,7 +25,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
 
-use hark::bank::{Calibration, NormalBank, RowNote};
+use hark::bank::{Calibration, Metric, NormalBank, Origin, RowNote, Target};
 use hark::config::Config;
 use hark::model::{Embedder, ModelMeta};
 use hark::spectrogram::FrontEndParams;
@@ -1236,7 +1236,39 @@ fn base_bank() -> &'static StFile {
     BASE.get_or_init(|| StFile::parse(&bank_file(&unit_rows(5, 8, 1))))
 }
 
+/// A standardised bank (`metric`, `center`, `scale`), as `NormalBank::build` writes
+/// one for a model with the band profile.
+fn standardised_bank() -> &'static StFile {
+    static BASE: OnceLock<StFile> = OnceLock::new();
+    BASE.get_or_init(|| {
+        let rows: Vec<Vec<f32>> = (0..6)
+            .map(|i| {
+                (0..8)
+                    .map(|j| ((i * 8 + j) as f32 * 0.7).sin() * 10.0)
+                    .collect()
+            })
+            .collect();
+        let origins: Vec<Origin> = (0..6)
+            .map(|i| Origin {
+                segment: i,
+                index: 0,
+            })
+            .collect();
+        let target = Target {
+            metric: Metric::Standardised { embedding_dim: 4 },
+            ..Target::continuous()
+        };
+        let bank = NormalBank::build(&rows, &origins, &[], 0, 100, target, BANK_HASH)
+            .expect("build standardised bank");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("s.bank.safetensors");
+        bank.save(&path).expect("save bank");
+        StFile::parse(&std::fs::read(&path).expect("read bank"))
+    })
+}
+
 const BANK_KEYS: &[&str] = &[
+    "metric",
     "clips",
     "format_version",
     "kind",
@@ -1252,6 +1284,8 @@ const BANK_KEYS: &[&str] = &[
 
 const BANK_VALUES: &[&str] = &[
     BANK_HASH,
+    "standardised",
+    "cosine",
     "1",
     "0.2",
     "0.01",
@@ -1284,12 +1318,14 @@ fn bank_bytes() -> impl Strategy<Value = Vec<u8>> {
     let edit = || {
         st_edit(
             BANK_KEYS,
-            &["embeddings", "origins", "profiles"],
+            &["embeddings", "origins", "profiles", "center", "scale"],
             BANK_VALUES,
         )
     };
     prop_oneof![
         12 => prop::collection::vec(edit(), 1..5).prop_map(|e| apply_st_edits(base_bank().clone(), &e)),
+        6 => prop::collection::vec(edit(), 1..5)
+            .prop_map(|e| apply_st_edits(standardised_bank().clone(), &e)),
         3 => (bank_geometry(), prop::collection::vec(edit(), 0..2))
             .prop_map(|(f, e)| apply_st_edits(f, &e)),
         1 => prop::collection::vec(any::<u8>(), 0..128),
