@@ -45,6 +45,18 @@ impl Twin {
     /// (damped), a new resonance appears (band), something buzzes (rattle).
     pub const KNOCK: [Twin; 4] = [Twin::Pitch, Twin::Damped, Twin::Band, Twin::Rattle];
 
+    /// Lower-case name, as reports print it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Twin::Pitch => "pitch",
+            Twin::Clicks => "clicks",
+            Twin::Hum => "hum",
+            Twin::Band => "band",
+            Twin::Rattle => "rattle",
+            Twin::Damped => "damped",
+        }
+    }
+
     /// The twins that make sense for a model's mode (`"tap"` or `"continuous"`).
     pub fn for_mode(mode: &str) -> &'static [Twin] {
         match mode {

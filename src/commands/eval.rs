@@ -85,16 +85,147 @@ pub fn sets(dir: &Path) -> anyhow::Result<Vec<(String, PathBuf)>> {
 fn clip_windows(embedder: &Embedder, path: &Path) -> anyhow::Result<(Vec<Vec<f32>>, f64)> {
     let clip = Clip::read(path)?;
     let mono = clip.mono(Some(0));
-    let rms = crate::frontend::rms(&mono);
+    let embeddings = audio_windows(embedder, &mono, clip.sample_rate_hz, path)?;
+    Ok((embeddings, crate::frontend::rms(&mono)))
+}
+
+/// The embeddings of mono audio at `rate` Hz, cut as [`clip_windows`] cuts a file;
+/// `path` names it in messages.
+fn audio_windows(
+    embedder: &Embedder,
+    mono: &[f32],
+    rate: u32,
+    path: &Path,
+) -> anyhow::Result<Vec<Vec<f32>>> {
     let meta = embedder.meta();
     let cut = super::offline::Cut::for_sets(&meta.mode);
-    let windows = super::offline::windows(meta.front, cut, &mono, clip.sample_rate_hz, path)?;
+    let windows = super::offline::windows(meta.front, cut, mono, rate, path)?;
     if windows.is_empty() {
         bail!("{}: no knock found for the tap model", path.display());
     }
-    let embeddings = super::offline::embed_windows(embedder, &windows)
-        .with_context(|| format!("{}: embedding failed", path.display()))?;
-    Ok((embeddings, rms))
+    super::offline::embed_windows(embedder, &windows)
+        .with_context(|| format!("{}: embedding failed", path.display()))
+}
+
+/// A bank enrolled from `files`, as `hark enroll` would make it, and each file's log
+/// level.
+fn enrol(
+    embedder: &Embedder,
+    files: &[PathBuf],
+    bar: &Bar,
+) -> anyhow::Result<(NormalBank, Vec<f64>)> {
+    let p = embedder.meta().front;
+    let guard = p.frames.div_ceil(p.window_hop_frames) as u32;
+    let (mut embeddings, mut origins, mut levels) = (Vec::new(), Vec::new(), Vec::new());
+    for (segment, file) in files.iter().enumerate() {
+        let (e, rms) = clip_windows(embedder, file)?;
+        levels.push(log_level(rms));
+        bar.inc(1);
+        for (index, v) in e.into_iter().enumerate() {
+            embeddings.push(v);
+            origins.push(Origin {
+                segment: segment as u32,
+                index: index as u32,
+            });
+        }
+    }
+    let bank = NormalBank::build(
+        &embeddings,
+        &origins,
+        &[],
+        guard,
+        MAX_BANK,
+        crate::bank::Target::for_model(embedder.meta()),
+        embedder.hash(),
+    )?;
+    Ok((bank, levels))
+}
+
+/// A clip's score: the mean of its windows' scores.
+fn clip_score(bank: &NormalBank, embeddings: &[Vec<f32>]) -> f64 {
+    embeddings
+        .iter()
+        .map(|v| f64::from(bank.nearest(v).0))
+        .sum::<f64>()
+        / embeddings.len() as f64
+}
+
+/// One anomaly twin on a set's held-out train clips (`eval --holdout`).
+#[derive(Debug, Clone)]
+pub struct TwinResult {
+    /// Set name.
+    pub name: String,
+    /// The twin ([`crate::train::Twin::name`]).
+    pub twin: &'static str,
+    /// AUC of held-out clips against their twins.
+    pub auc: f64,
+    /// pAUC at `MAX_FPR`.
+    pub pauc: f64,
+    /// Held-out normal clips, and as many twins.
+    pub n: usize,
+}
+
+/// Seed of the twins' random parameters, so a rerun gives the same numbers.
+const HOLDOUT_SEED: u64 = 11;
+
+/// `eval --holdout`: what a set's own `train/` clips say, without a test clip or a real
+/// fault. The clips at even places (sorted by name) are enrolled; each clip at an odd
+/// place is scored as it is (normal) and with each anomaly twin of the model's mode
+/// applied (a synthetic fault: [`crate::train::Twin`]). Per twin, AUC and pAUC of the
+/// clips against their twins. This is how a front end or a model is chosen without
+/// looking at `test/`. `bar` advances by one per clip.
+pub fn holdout(
+    embedder: &Embedder,
+    name: &str,
+    dir: &Path,
+    bar: &Bar,
+) -> anyhow::Result<Vec<TwinResult>> {
+    let files = super::wav_files(&dir.join("train"))?;
+    let (enrolled, held): (Vec<_>, Vec<_>) =
+        files.iter().enumerate().partition(|(i, _)| i % 2 == 0);
+    let enrolled: Vec<PathBuf> = enrolled.into_iter().map(|(_, f)| f.clone()).collect();
+    if held.is_empty() {
+        bail!(
+            "{}: --holdout needs at least 2 train clips, found {}",
+            dir.join("train").display(),
+            files.len()
+        );
+    }
+    let (bank, _) = enrol(embedder, &enrolled, bar)?;
+    let twins = crate::train::Twin::for_mode(&embedder.meta().mode);
+    let mut normal = Vec::new();
+    let mut anomalies = vec![Vec::new(); twins.len()];
+    let mut rng = crate::model::SplitMix64(HOLDOUT_SEED);
+    for (_, file) in held {
+        let clip = Clip::read(file)?;
+        let mono = clip.mono(Some(0));
+        let rate = clip.sample_rate_hz;
+        normal.push(clip_score(
+            &bank,
+            &audio_windows(embedder, &mono, rate, file)?,
+        ));
+        for (twin, scores) in twins.iter().zip(&mut anomalies) {
+            let faulty = twin.apply(&mono, rate, &mut rng);
+            scores.push(clip_score(
+                &bank,
+                &audio_windows(embedder, &faulty, rate, file)?,
+            ));
+        }
+        bar.inc(1);
+    }
+    twins
+        .iter()
+        .zip(anomalies)
+        .map(|(twin, anomaly)| {
+            Ok(TwinResult {
+                name: name.to_string(),
+                twin: twin.name(),
+                auc: auc(&normal, &anomaly)?,
+                pauc: pauc(&normal, &anomaly, MAX_FPR)?,
+                n: normal.len(),
+            })
+        })
+        .collect()
 }
 
 fn log_level(rms: f64) -> f64 {
@@ -122,30 +253,7 @@ pub fn evaluate(
     dir: &Path,
     bar: &Bar,
 ) -> anyhow::Result<Option<SetResult>> {
-    let p = embedder.meta().front;
-    let guard = p.frames.div_ceil(p.window_hop_frames) as u32;
-    let (mut embeddings, mut origins, mut train_levels) = (Vec::new(), Vec::new(), Vec::new());
-    for (segment, file) in super::wav_files(&dir.join("train"))?.iter().enumerate() {
-        let (e, rms) = clip_windows(embedder, file)?;
-        bar.inc(1);
-        train_levels.push(log_level(rms));
-        for (index, v) in e.into_iter().enumerate() {
-            embeddings.push(v);
-            origins.push(Origin {
-                segment: segment as u32,
-                index: index as u32,
-            });
-        }
-    }
-    let bank = NormalBank::build(
-        &embeddings,
-        &origins,
-        &[],
-        guard,
-        MAX_BANK,
-        crate::bank::Target::for_model(embedder.meta()),
-        embedder.hash(),
-    )?;
+    let (bank, train_levels) = enrol(embedder, &super::wav_files(&dir.join("train"))?, bar)?;
     let n = train_levels.len() as f64;
     let mu = train_levels.iter().sum::<f64>() / n;
     let sd = (train_levels.iter().map(|l| (l - mu).powi(2)).sum::<f64>() / n).sqrt() + 1e-9;
@@ -157,7 +265,7 @@ pub fn evaluate(
         };
         let (e, rms) = clip_windows(embedder, file)?;
         bar.inc(1);
-        let score = e.iter().map(|v| bank.nearest(v).0 as f64).sum::<f64>() / e.len() as f64;
+        let score = clip_score(&bank, &e);
         // The peer's loudness baseline: distance of the clip's log level from the
         // training clips' mean, in standard deviations, whichever direction.
         let level = ((log_level(rms) - mu) / sd).abs();
@@ -182,19 +290,35 @@ pub fn evaluate(
     }))
 }
 
-/// Evaluates every set under `dirs` and prints a table or JSON lines.
-pub fn run(dirs: &[PathBuf], model: &Path, json: bool, plot: Option<&Path>) -> anyhow::Result<()> {
+/// Evaluates every set under `dirs` and prints a table or JSON lines: on `test/`, or
+/// with `holdout` on held-out `train/` clips and their twins ([`holdout`]).
+pub fn run(
+    dirs: &[PathBuf],
+    model: &Path,
+    json: bool,
+    plot: Option<&Path>,
+    holdout: bool,
+) -> anyhow::Result<()> {
     if dirs.is_empty() {
         bail!("give at least one DCASE-layout folder (SET/train, SET/test)");
+    }
+    if holdout && plot.is_some() {
+        bail!("--plot draws test/ results; leave it out with --holdout");
     }
     let embedder = Embedder::load(model)?;
     let mut all_sets = Vec::new();
     let mut clips = 0;
     for dir in dirs {
         for (name, set) in sets(dir)? {
-            clips += super::wav_files(&set.join("train"))?.len() + test_files(&set)?.len();
+            clips += super::wav_files(&set.join("train"))?.len();
+            if !holdout {
+                clips += test_files(&set)?.len();
+            }
             all_sets.push((name, set));
         }
+    }
+    if holdout {
+        return run_holdout(&embedder, &all_sets, clips, json);
     }
     let bar = progress::bar(clips as u64, "evaluating", Unit::Items("clips"));
     let mut results = Vec::new();
@@ -232,6 +356,50 @@ pub fn run(dirs: &[PathBuf], model: &Path, json: bool, plot: Option<&Path>) -> a
     }
     if let Some(out) = plot {
         super::plot::eval_svg(&results, out)?;
+    }
+    Ok(())
+}
+
+/// `eval --holdout`: one line per set and twin, then the set's mean over its twins.
+fn run_holdout(
+    embedder: &Embedder,
+    sets: &[(String, PathBuf)],
+    clips: usize,
+    json: bool,
+) -> anyhow::Result<()> {
+    let bar = progress::bar(clips as u64, "held-out twins", Unit::Items("clips"));
+    for (name, set) in sets {
+        bar.set_message(name.clone());
+        let results = holdout(embedder, name, set, &bar)?;
+        for r in &results {
+            let line = if json {
+                serde_json::json!({
+                    "set": r.name, "twin": r.twin, "auc": r.auc, "pauc": r.pauc,
+                    "n_normal": r.n, "n_anomaly": r.n,
+                })
+                .to_string()
+            } else {
+                format!(
+                    "{:<24} {:<8} AUC {:6.2}  pAUC {:6.2}  ({} held-out train clips and their twins)",
+                    r.name,
+                    r.twin,
+                    100.0 * r.auc,
+                    100.0 * r.pauc,
+                    r.n
+                )
+            };
+            bar.stdout_line(&line)?;
+        }
+        if !json {
+            let k = results.len().max(1) as f64;
+            bar.stdout_line(&format!(
+                "{:<24} {:<8} AUC {:6.2}  pAUC {:6.2}",
+                name,
+                "mean",
+                100.0 * results.iter().map(|r| r.auc).sum::<f64>() / k,
+                100.0 * results.iter().map(|r| r.pauc).sum::<f64>() / k
+            ))?;
+        }
     }
     Ok(())
 }

@@ -175,6 +175,11 @@ pub enum Command {
         /// Write ROC curves and score histograms to this SVG.
         #[arg(long)]
         plot: Option<PathBuf>,
+        /// Leave test/ alone: enrol every other train/ clip, and score the rest as
+        /// they are and with each anomaly twin (synthetic fault) applied; AUC and
+        /// pAUC per twin. For choosing a model or front end without test clips.
+        #[arg(long)]
+        holdout: bool,
     },
     /// What a running node last told its broker: availability, and per source its
     /// state, score, last event and capture health (the retained topics).
@@ -407,9 +412,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             model,
             json,
             plot,
+            holdout,
         } => {
             init_logging("info");
-            eval::run(&dirs, &model, json, plot.as_deref())
+            eval::run(&dirs, &model, json, plot.as_deref(), holdout)
         }
         Command::InitModel { seed, out, front } => {
             let meta = front.meta(&format!("fixed-seed {seed} (untrained)"))?;
