@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # measure-latency.sh: detection latency, from the first anomalous sample to the MQTT
-# publish of the event "start", with the default window (1.04 s, hop 256 ms, 3 of 4).
+# publish of the event "start", with the default window (0.69 s, hop 256 ms, 3 of 4).
 #
 # Method: enrol a bank from fan/train; replay (realtime = true) fan/test's normal clip
 # normal_id_00_20210210T012029.wav followed directly by anomaly_id_00_bladefault_

@@ -140,8 +140,11 @@ pub fn run(o: &Options, as_json: bool) -> anyhow::Result<()> {
     }
 
     // End to end, one source: front end + embed + score + decide, as the threads do.
+    // The model's own rate, and one that needs resampling.
     let rates = if o.wav.is_some() {
         vec![0]
+    } else if p.sample_rate_hz == 48_000 {
+        vec![48_000, 16_000]
     } else {
         vec![p.sample_rate_hz, 48_000]
     };

@@ -136,7 +136,7 @@ bank = "{bank}"
     std::thread::sleep(Duration::from_millis(500));
     let msgs = sub.all();
     // An event's t_start is the start of its first window over threshold: up to one
-    // window (2.08 s) before the clip that caused it.
+    // window (`shipped_window_s`) before the clip that caused it.
     let status = proc.terminate(Duration::from_secs(10)).expect("exits");
     assert!(status.success(), "{}", proc.stderr());
     assert!(

@@ -141,7 +141,7 @@ learn_seconds = 4
         .unwrap()
         .json();
     let windows = last["windows"].as_u64().unwrap() as f64;
-    let expected = (total_s - 2.08) / 0.256;
+    let expected = (total_s - crate::util::shipped_window_s()) / 0.256;
     assert!(
         (windows - expected).abs() < 0.05 * expected,
         "windows {windows}, expected about {expected:.0} (resume, not restart): {last}"
@@ -386,11 +386,12 @@ fn systemd_hears_ready_then_watchdog_pings_while_every_stage_turns() {
         .iter()
         .position(|(_, m)| m.lines().any(|l| l == "READY=1"))
         .unwrap_or_else(|| panic!("no READY=1: {heard:?}\n{stderr}"));
-    // READY only once the first window (2.08 s of audio, paced in real time) is in.
+    // READY only once the first window (its length of audio, paced in real time) is in.
+    let window_s = crate::util::shipped_window_s();
     let ready_after = heard[ready].0.duration_since(started).as_secs_f64();
     assert!(
-        ready_after > 2.0,
-        "READY after {ready_after:.2} s, before the first window"
+        ready_after > window_s,
+        "READY after {ready_after:.2} s, before the first window ({window_s:.2} s)"
     );
     let pings: Vec<f64> = heard
         .iter()

@@ -53,17 +53,21 @@ fn enroll_then_score_separates_blade_fault_from_normal() {
 }
 
 /// The documented command that makes models/default.safetensors (and `--out FILE`).
-const DEFAULT_MODEL_COMMAND: [&str; 11] = [
+const DEFAULT_MODEL_COMMAND: [&str; 15] = [
     "init-model",
     "--seed",
     "7",
     "--profile",
     "--sample-rate",
-    "32000",
+    "48000",
+    "--n-fft",
+    "1024",
+    "--hop",
+    "512",
     "--fmax",
-    "16000",
+    "24000",
     "--window-hop-frames",
-    "16",
+    "24",
     "--out",
 ];
 

@@ -397,3 +397,10 @@ pub fn scoring_config(dir: &Path, name: &str, model: &Path, bank: &Path, extra: 
     std::fs::write(&config, text).unwrap();
     config
 }
+
+/// Seconds of audio one window of the shipped default model spans.
+pub fn shipped_window_s() -> f64 {
+    let model = hark::model::Embedder::load(&shipped_model("default.safetensors")).unwrap();
+    let f = model.meta().front;
+    ((f.frames - 1) * f.hop + f.n_fft) as f64 / f64::from(f.sample_rate_hz)
+}
