@@ -1,6 +1,7 @@
 //! `hark eval`: the DCASE protocol. Enrol on a set's `train/` clips, score every
 //! labelled `test/` clip with the daemon's own dsp and inference code, and report AUC
-//! and pAUC beside a loudness-only baseline on the same clips.
+//! and pAUC beside a loudness-only baseline on the same clips. `--holdout` leaves
+//! `test/` alone and scores held-out `train/` clips against their anomaly twins.
 
 use std::path::{Path, PathBuf};
 
