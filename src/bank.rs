@@ -383,25 +383,31 @@ impl NormalBank {
     /// Distance from a window, as the model made it, to its nearest bank row, and
     /// which row: cosine distance, or standardised Euclidean distance.
     pub fn nearest(&self, query: &[f32]) -> (f32, usize) {
-        if let Some(s) = &self.scaling {
-            let q = s.apply(query);
-            let mut best = (f32::MAX, 0);
-            for (i, row) in self.embeddings.chunks_exact(self.dim).enumerate() {
-                let d = sq_dist(row, &q);
-                if d < best.0 {
-                    best = (d, i);
-                }
+        // Rows are ranked by a key that needs no square root, then the best key
+        // becomes the distance.
+        match &self.scaling {
+            Some(s) => {
+                let q = s.apply(query);
+                let (key, i) = self.smallest(|row| sq_dist(row, &q));
+                (key.sqrt(), i)
             }
-            return (best.0.sqrt(), best.1);
+            None => {
+                let (key, i) = self.smallest(|row| -dot(row, query));
+                (1.0 + key, i)
+            }
         }
-        let mut best = (f32::MIN, 0);
+    }
+
+    /// The row with the smallest `key`, and that key (`f32::MAX` for no row).
+    fn smallest(&self, key: impl Fn(&[f32]) -> f32) -> (f32, usize) {
+        let mut best = (f32::MAX, 0);
         for (i, row) in self.embeddings.chunks_exact(self.dim).enumerate() {
-            let dot = dot(row, query);
-            if dot > best.0 {
-                best = (dot, i);
+            let k = key(row);
+            if k < best.0 {
+                best = (k, i);
             }
         }
-        (1.0 - best.0, best.1)
+        best
     }
 
     /// Writes the bank atomically (temp file + fsync + rename).
@@ -723,24 +729,35 @@ fn read_notes(
         .collect()
 }
 
-/// Dot product with eight independent partial sums, so the compiler can keep them in
-/// SIMD lanes (a plain `sum()` must add in order and stays scalar). Scoring against
-/// the bank is this function N times per window.
-pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+/// `Σ term(aᵢ, bᵢ)` with eight independent partial sums, so the compiler can keep them
+/// in SIMD lanes (a plain `sum()` must add in order and stays scalar). Scoring against
+/// the bank is this N times per window.
+#[inline(always)]
+fn lane_sum(a: &[f32], b: &[f32], term: impl Fn(f32, f32) -> f32) -> f32 {
     let mut acc = [0.0f32; 8];
     let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
     let tail: f32 = ca
         .remainder()
         .iter()
         .zip(cb.remainder())
-        .map(|(x, y)| x * y)
+        .map(|(x, y)| term(*x, *y))
         .sum();
     for (x, y) in ca.zip(cb) {
         for i in 0..8 {
-            acc[i] += x[i] * y[i];
+            acc[i] += term(x[i], y[i]);
         }
     }
     acc.iter().sum::<f32>() + tail
+}
+
+/// Dot product ([`lane_sum`]).
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    lane_sum(a, b, |x, y| x * y)
+}
+
+/// Squared Euclidean distance ([`lane_sum`]).
+pub fn sq_dist(a: &[f32], b: &[f32]) -> f32 {
+    lane_sum(a, b, |x, y| (x - y) * (x - y))
 }
 
 /// Each window's distance to its nearest neighbour outside its own time neighbourhood.
@@ -767,24 +784,6 @@ fn leave_one_out_scores(
             if best == f32::MAX { 0.0 } else { best }
         })
         .collect()
-}
-
-/// Squared Euclidean distance, with the partial sums of [`dot`].
-pub fn sq_dist(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0.0f32; 8];
-    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = ca
-        .remainder()
-        .iter()
-        .zip(cb.remainder())
-        .map(|(x, y)| (x - y) * (x - y))
-        .sum();
-    for (x, y) in ca.zip(cb) {
-        for i in 0..8 {
-            acc[i] += (x[i] - y[i]) * (x[i] - y[i]);
-        }
-    }
-    acc.iter().sum::<f32>() + tail
 }
 
 /// Distance between two stored rows: Euclidean (standardised rows) or cosine.

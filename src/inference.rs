@@ -533,11 +533,7 @@ impl Inference {
     /// How many neighbouring windows overlap one window (none for knocks).
     fn overlap_guard(&self) -> u32 {
         let p = self.embedder.meta().front;
-        if self.tap {
-            0
-        } else {
-            p.frames.div_ceil(p.window_hop_frames) as u32
-        }
+        if self.tap { 0 } else { p.overlapping_windows() }
     }
 
     fn detector(&self, bank: NormalBank) -> Detector {

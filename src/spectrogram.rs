@@ -31,6 +31,12 @@ pub struct FrontEndParams {
 }
 
 impl FrontEndParams {
+    /// How many windows on each side of a sliding window overlap it in time:
+    /// leave-one-out calibration skips them.
+    pub fn overlapping_windows(&self) -> u32 {
+        self.frames.div_ceil(self.window_hop_frames) as u32
+    }
+
     /// The base geometry of `hark init-model` and `hark train` without flags: 16 kHz,
     /// 1024-point FFT, hop 512, 64 mels, 64-frame windows (2.08 s) every 8 frames
     /// (256 ms); the peer pipeline's, for fair comparison. The shipped default model

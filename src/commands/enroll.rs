@@ -117,8 +117,7 @@ fn save(
     out: &Path,
     max_bank: usize,
 ) -> anyhow::Result<()> {
-    let p = embedder.meta().front;
-    let guard = p.frames.div_ceil(p.window_hop_frames) as u32;
+    let guard = embedder.meta().front.overlapping_windows();
     let bank = NormalBank::build(
         embeddings,
         origins,

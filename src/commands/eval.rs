@@ -115,8 +115,7 @@ fn enrol(
     files: &[PathBuf],
     bar: &Bar,
 ) -> anyhow::Result<(NormalBank, Vec<f64>)> {
-    let p = embedder.meta().front;
-    let guard = p.frames.div_ceil(p.window_hop_frames) as u32;
+    let guard = embedder.meta().front.overlapping_windows();
     let (mut embeddings, mut origins, mut levels) = (Vec::new(), Vec::new(), Vec::new());
     for (segment, file) in files.iter().enumerate() {
         let (e, rms) = clip_windows(embedder, file)?;
