@@ -69,7 +69,12 @@ impl StationCommand {
                 Some(m) if (0.0..=MAX_MUTE_MINUTES).contains(&m) => {
                     Ok(StationCommand::Mute { minutes: m })
                 }
-                Some(m) => Err(format!("minutes = {m}: expected 0 to {MAX_MUTE_MINUTES}")),
+                // Echoed as the JSON wrote it, and cut like every echoed value:
+                // 8.4e238 printed in full was 270 characters (found by tests/fuzz.rs).
+                Some(_) => Err(format!(
+                    "minutes = {}: expected 0 to {MAX_MUTE_MINUTES}",
+                    echo(&obj["minutes"].to_string())
+                )),
                 None => Err("mute needs \"minutes\": a number".into()),
             },
             other => Err(format!(
@@ -151,5 +156,9 @@ mod tests {
             let e = StationCommand::parse(payload.as_bytes()).unwrap_err();
             assert!(e.chars().count() < 120 && e.contains('…'), "{e}");
         }
+        // Found by tests/fuzz.rs: a float Rust prints with all 239 digits.
+        let e = StationCommand::parse(br#"{"cmd": "mute", "minutes": 8.424965945587767e238}"#)
+            .unwrap_err();
+        assert!(e.chars().count() < 120 && e.contains("e+238"), "{e}");
     }
 }
