@@ -32,6 +32,19 @@ pub struct SetResult {
     pub normal: Vec<f64>,
     /// Clip scores of the anomalous test clips.
     pub anomaly: Vec<f64>,
+    /// Every labelled test clip's file name and score, in name order.
+    pub clips: Vec<(String, f64)>,
+}
+
+/// Where `hark eval` writes what it found, besides the table.
+#[derive(Debug, Default)]
+pub struct Outputs<'a> {
+    /// One JSON object per set instead of the table.
+    pub json: bool,
+    /// ROC curves and score histograms (SVG).
+    pub plot: Option<&'a Path>,
+    /// Folder for one clip-score CSV per set.
+    pub scores: Option<&'a Path>,
 }
 
 /// The label of a test clip from its name: `normal_…`/`anomaly_…` (DCASE 2020) or
@@ -168,21 +181,53 @@ pub struct TwinResult {
 /// Seed of the twins' random parameters, so a rerun gives the same numbers.
 const HOLDOUT_SEED: u64 = 11;
 
+/// Which `train/` clips `eval --holdout` enrols and which it holds out (sorted by name).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Split {
+    /// Even places enrolled, odd places held out: every held-out clip has a neighbour
+    /// in the bank (the same session, often the same item).
+    Interleaved,
+    /// The first half enrolled, the second held out: later recordings, or other items
+    /// (other stones, another day's fan), as a deployment meets them after enrolment.
+    Halves,
+}
+
+impl Split {
+    /// Whether the clip at `place` of `n` (sorted by name) is enrolled.
+    pub fn enrols(self, place: usize, n: usize) -> bool {
+        match self {
+            Split::Interleaved => place % 2 == 0,
+            Split::Halves => place < n.div_ceil(2),
+        }
+    }
+
+    /// The name `--holdout-split` takes and `--json` prints.
+    pub fn name(self) -> &'static str {
+        match self {
+            Split::Interleaved => "interleaved",
+            Split::Halves => "halves",
+        }
+    }
+}
+
 /// `eval --holdout`: what a set's own `train/` clips say, without a test clip or a real
-/// fault. The clips at even places (sorted by name) are enrolled; each clip at an odd
-/// place is scored as it is (normal) and with each anomaly twin of the model's mode
-/// applied (a synthetic fault: [`crate::train::Twin`]). Per twin, AUC and pAUC of the
-/// clips against their twins. This is how a front end or a model is chosen without
-/// looking at `test/`. `bar` advances by one per clip.
+/// fault. The clips `split` enrols are enrolled; each other clip is scored as it is
+/// (normal) and with each anomaly twin of the model's mode applied (a synthetic fault:
+/// [`crate::train::Twin`]). Per twin, AUC and pAUC of the clips against their twins.
+/// This is how a front end or a model is chosen without looking at `test/`. `bar`
+/// advances by one per clip.
 pub fn holdout(
     embedder: &Embedder,
     name: &str,
     dir: &Path,
+    split: Split,
     bar: &Bar,
 ) -> anyhow::Result<Vec<TwinResult>> {
     let files = super::wav_files(&dir.join("train"))?;
-    let (enrolled, held): (Vec<_>, Vec<_>) =
-        files.iter().enumerate().partition(|(i, _)| i % 2 == 0);
+    let (enrolled, held): (Vec<_>, Vec<_>) = files
+        .iter()
+        .enumerate()
+        .partition(|(i, _)| split.enrols(*i, files.len()));
     let enrolled: Vec<PathBuf> = enrolled.into_iter().map(|(_, f)| f.clone()).collect();
     if held.is_empty() {
         bail!(
@@ -259,6 +304,7 @@ pub fn evaluate(
     let sd = (train_levels.iter().map(|l| (l - mu).powi(2)).sum::<f64>() / n).sqrt() + 1e-9;
 
     let (mut normal, mut anomaly, mut level_n, mut level_a) = (vec![], vec![], vec![], vec![]);
+    let mut clips = Vec::new();
     for file in &test_files(dir)? {
         let Some(is_anomaly) = label(file) else {
             continue;
@@ -269,6 +315,8 @@ pub fn evaluate(
         // The peer's loudness baseline: distance of the clip's log level from the
         // training clips' mean, in standard deviations, whichever direction.
         let level = ((log_level(rms) - mu) / sd).abs();
+        let file_name = file.file_name().unwrap_or_default().to_string_lossy();
+        clips.push((file_name.into_owned(), score));
         if is_anomaly {
             anomaly.push(score);
             level_a.push(level);
@@ -287,7 +335,27 @@ pub fn evaluate(
         level_auc: auc(&level_n, &level_a)?,
         normal,
         anomaly,
+        clips,
     }))
+}
+
+/// The file `eval --scores DIR` writes for a set: `anomaly_score_SET.csv` (a nested
+/// set's `/` becomes `_`), as DCASE submissions name theirs.
+pub fn scores_file(dir: &Path, set: &str) -> PathBuf {
+    dir.join(format!(
+        "anomaly_score_{}.csv",
+        set.replace(['/', '\\'], "_")
+    ))
+}
+
+/// Writes a set's clip scores, one `file name,score` line per clip (no header, as
+/// DCASE submissions), atomically.
+fn write_scores(dir: &Path, r: &SetResult) -> anyhow::Result<()> {
+    let mut text = String::new();
+    for (file, score) in &r.clips {
+        text.push_str(&format!("{file},{score}\n"));
+    }
+    crate::fsutil::write_atomic(&scores_file(dir, &r.name), text.as_bytes())
 }
 
 /// Evaluates every set under `dirs` and prints a table or JSON lines: on `test/`, or
@@ -295,15 +363,18 @@ pub fn evaluate(
 pub fn run(
     dirs: &[PathBuf],
     model: &Path,
-    json: bool,
-    plot: Option<&Path>,
-    holdout: bool,
+    out: &Outputs,
+    holdout: Option<Split>,
 ) -> anyhow::Result<()> {
     if dirs.is_empty() {
         bail!("give at least one DCASE-layout folder (SET/train, SET/test)");
     }
-    if holdout && plot.is_some() {
-        bail!("--plot draws test/ results; leave it out with --holdout");
+    if holdout.is_some() && (out.plot.is_some() || out.scores.is_some()) {
+        bail!("--plot and --scores write test/ results; leave them out with --holdout");
+    }
+    if let Some(dir) = out.scores {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("--scores {}: cannot create folder", dir.display()))?;
     }
     let embedder = Embedder::load(model)?;
     let mut all_sets = Vec::new();
@@ -311,14 +382,14 @@ pub fn run(
     for dir in dirs {
         for (name, set) in sets(dir)? {
             clips += super::wav_files(&set.join("train"))?.len();
-            if !holdout {
+            if holdout.is_none() {
                 clips += test_files(&set)?.len();
             }
             all_sets.push((name, set));
         }
     }
-    if holdout {
-        return run_holdout(&embedder, &all_sets, clips, json);
+    if let Some(split) = holdout {
+        return run_holdout(&embedder, &all_sets, clips, split, out.json);
     }
     let bar = progress::bar(clips as u64, "evaluating", Unit::Items("clips"));
     let mut results = Vec::new();
@@ -330,7 +401,7 @@ pub fn run(
             ));
             continue;
         };
-        let line = if json {
+        let line = if out.json {
             serde_json::json!({
                 "set": r.name, "auc": r.auc, "pauc": r.pauc, "level_auc": r.level_auc,
                 "n_normal": r.normal.len(), "n_anomaly": r.anomaly.len(),
@@ -348,14 +419,17 @@ pub fn run(
             )
         };
         bar.stdout_line(&line)?;
+        if let Some(dir) = out.scores {
+            write_scores(dir, &r)?;
+        }
         results.push(r);
     }
     drop(bar);
     if results.is_empty() {
         bail!("no set had test clips of both labels");
     }
-    if let Some(out) = plot {
-        super::plot::eval_svg(&results, out)?;
+    if let Some(svg) = out.plot {
+        super::plot::eval_svg(&results, svg)?;
     }
     Ok(())
 }
@@ -365,17 +439,18 @@ fn run_holdout(
     embedder: &Embedder,
     sets: &[(String, PathBuf)],
     clips: usize,
+    split: Split,
     json: bool,
 ) -> anyhow::Result<()> {
     let bar = progress::bar(clips as u64, "held-out twins", Unit::Items("clips"));
     for (name, set) in sets {
         bar.set_message(name.clone());
-        let results = holdout(embedder, name, set, &bar)?;
+        let results = holdout(embedder, name, set, split, &bar)?;
         for r in &results {
             let line = if json {
                 serde_json::json!({
                     "set": r.name, "twin": r.twin, "auc": r.auc, "pauc": r.pauc,
-                    "n_normal": r.n, "n_anomaly": r.n,
+                    "n_normal": r.n, "n_anomaly": r.n, "split": split.name(),
                 })
                 .to_string()
             } else {
@@ -407,6 +482,31 @@ fn run_holdout(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn holdout_splits_enrol_every_other_clip_or_the_first_half() {
+        let enrolled =
+            |split: Split, n| -> Vec<usize> { (0..n).filter(|&i| split.enrols(i, n)).collect() };
+        assert_eq!(enrolled(Split::Interleaved, 5), [0, 2, 4]);
+        assert_eq!(enrolled(Split::Halves, 5), [0, 1, 2]);
+        assert_eq!(enrolled(Split::Halves, 6), [0, 1, 2]);
+        // Two clips: one enrolled, one held out, either way.
+        assert_eq!(enrolled(Split::Interleaved, 2), [0]);
+        assert_eq!(enrolled(Split::Halves, 2), [0]);
+    }
+
+    #[test]
+    fn scores_files_are_named_as_dcase_submissions() {
+        let dir = Path::new("out");
+        assert_eq!(
+            scores_file(dir, "fan"),
+            Path::new("out/anomaly_score_fan.csv")
+        );
+        assert_eq!(
+            scores_file(dir, "dcase2023/ToyCar"),
+            Path::new("out/anomaly_score_dcase2023_ToyCar.csv")
+        );
+    }
 
     #[test]
     fn labels_from_dcase_2020_and_2023_names() {

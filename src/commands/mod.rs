@@ -180,6 +180,15 @@ pub enum Command {
         /// pAUC per twin. For choosing a model or front end without test clips.
         #[arg(long)]
         holdout: bool,
+        /// Which train/ clips --holdout enrols: `interleaved` (even places; the rest
+        /// are their neighbours) or `halves` (the first half; the rest are later
+        /// recordings or other items, as a deployment meets them).
+        #[arg(long, value_enum, default_value = "interleaved", requires = "holdout")]
+        holdout_split: eval::Split,
+        /// Also write each set's clip scores to this folder, one CSV per set in the
+        /// DCASE submission layout (`anomaly_score_SET.csv`: file name, score).
+        #[arg(long)]
+        scores: Option<PathBuf>,
     },
     /// What a running node last told its broker: availability, and per source its
     /// state, score, last event and capture health (the retained topics).
@@ -413,9 +422,16 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             json,
             plot,
             holdout,
+            holdout_split,
+            scores,
         } => {
             init_logging("info");
-            eval::run(&dirs, &model, json, plot.as_deref(), holdout)
+            let out = eval::Outputs {
+                json,
+                plot: plot.as_deref(),
+                scores: scores.as_deref(),
+            };
+            eval::run(&dirs, &model, &out, holdout.then_some(holdout_split))
         }
         Command::InitModel { seed, out, front } => {
             let meta = front.meta(&format!("fixed-seed {seed} (untrained)"))?;

@@ -132,7 +132,9 @@ fn eval_on_a_real_set_reports_dcase_metrics() {
             .arg(&model)
             .arg("--json")
             .arg("--plot")
-            .arg(&svg),
+            .arg(&svg)
+            .arg("--scores")
+            .arg(dir.path().join("scores")),
     );
     let line = String::from_utf8_lossy(&out.stdout);
     let r: serde_json::Value = serde_json::from_str(line.trim()).unwrap();
@@ -150,6 +152,44 @@ fn eval_on_a_real_set_reports_dcase_metrics() {
     assert!(
         svg.starts_with("<svg") && svg.contains("ROC"),
         "an SVG with the ROC chart"
+    );
+    // --scores: one `file,score` line per test clip, and the AUC they give is the one
+    // printed (pairs where the anomaly scores higher, ties half).
+    let csv = std::fs::read_to_string(dir.path().join("scores/anomaly_score_fan.csv")).unwrap();
+    let mut tests: Vec<String> = std::fs::read_dir(data.join("fan/test"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    tests.sort();
+    let rows: Vec<(&str, f64)> = csv
+        .lines()
+        .map(|l| {
+            let (file, score) = l.rsplit_once(',').expect("file,score");
+            (file, score.parse().expect("a number"))
+        })
+        .collect();
+    assert_eq!(rows.iter().map(|r| r.0).collect::<Vec<_>>(), tests);
+    let scores = |label: &str| -> Vec<f64> {
+        let rows = rows.iter().filter(|r| r.0.starts_with(label));
+        rows.map(|r| r.1).collect()
+    };
+    let (normal, anomaly) = (scores("normal"), scores("anomaly"));
+    let mut wins = 0.0;
+    for a in &anomaly {
+        for n in &normal {
+            wins += if a > n {
+                1.0
+            } else if a == n {
+                0.5
+            } else {
+                0.0
+            };
+        }
+    }
+    let auc = wins / (normal.len() * anomaly.len()) as f64;
+    assert!(
+        (auc - r["auc"].as_f64().unwrap()).abs() < 1e-9,
+        "{auc} vs {r}"
     );
 }
 
@@ -183,7 +223,7 @@ fn eval_holdout_scores_held_out_train_clips_against_their_twins_without_test_cli
     let set = dir.path().join("slider");
     std::fs::create_dir(&set).unwrap();
     std::os::unix::fs::symlink(data.join("slider/train"), set.join("train")).unwrap();
-    let run = || {
+    let run = |extra: &[&str]| {
         json_rows(
             &run_ok(
                 hark()
@@ -192,12 +232,13 @@ fn eval_holdout_scores_held_out_train_clips_against_their_twins_without_test_cli
                     .arg("--holdout")
                     .arg("--json")
                     .arg("--model")
-                    .arg(shipped_model("default.safetensors")),
+                    .arg(shipped_model("default.safetensors"))
+                    .args(extra),
             )
             .stdout,
         )
     };
-    let rows = run();
+    let rows = run(&[]);
     let twins: Vec<&str> = rows.iter().filter_map(|r| r["twin"].as_str()).collect();
     assert_eq!(
         twins,
@@ -205,7 +246,10 @@ fn eval_holdout_scores_held_out_train_clips_against_their_twins_without_test_cli
         "{rows:?}"
     );
     for r in &rows {
-        assert_eq!(r["set"], "slider");
+        assert_eq!(
+            (r["set"].as_str(), r["split"].as_str()),
+            (Some("slider"), Some("interleaved"))
+        );
         // 60 train clips: 30 enrolled, 30 held out, each with one twin per kind.
         assert_eq!(
             (r["n_normal"].as_u64(), r["n_anomaly"].as_u64()),
@@ -219,7 +263,19 @@ fn eval_holdout_scores_held_out_train_clips_against_their_twins_without_test_cli
         assert!(r["auc"].as_f64().unwrap() >= at_least, "{r}");
     }
     // The twins' random parameters are seeded: a rerun gives the same numbers.
-    assert_eq!(run(), rows);
+    assert_eq!(run(&[]), rows);
+    // --holdout-split halves enrols the first 30 clips and holds out the last 30
+    // (later recordings); clicks still stand out (measured: 1.00).
+    let halves = run(&["--holdout-split", "halves"]);
+    assert_eq!(halves.len(), 5, "{halves:?}");
+    for r in &halves {
+        assert_eq!(
+            (r["split"].as_str(), r["n_normal"].as_u64()),
+            (Some("halves"), Some(30))
+        );
+    }
+    let clicks = halves.iter().find(|r| r["twin"] == "clicks").unwrap();
+    assert!(clicks["auc"].as_f64().unwrap() >= 0.95, "{clicks}");
 }
 
 #[test]
