@@ -18,12 +18,18 @@ import numpy as np
 
 def read(path):
     scores = {}
-    for n, line in enumerate(open(path), 1):
+    try:
+        lines = open(path).read().splitlines()
+    except OSError as e:
+        sys.exit(f"{path}: cannot read: {e.strerror}")
+    for n, line in enumerate(lines, 1):
         try:
             name, s = line.strip().rsplit(",", 1)
             scores[name] = float(s)
         except ValueError:
             sys.exit(f"{path}:{n}: expected 'file name,score', got {line.strip()!r}")
+    if not scores:
+        sys.exit(f"{path}: no scores")
     return scores
 
 
@@ -74,6 +80,8 @@ for p, t in zip(a.files, tables):
     if sorted(t) != names:
         sys.exit(f"{p}: its clips differ from {a.files[0]}'s")
 y = np.array([label(n) for n in names], int)
+if y.all() or not y.any():
+    sys.exit(f"{a.files[0]}: needs clips of both labels (normal_..., anomaly_...)")
 S = np.array([[t[n] for n in names] for t in tables])
 items = {}
 for i, n in enumerate(names):
