@@ -4,6 +4,7 @@ mod bench;
 mod enroll;
 mod eval;
 mod geometry;
+mod holdout;
 mod offline;
 mod plot;
 mod progress;
@@ -184,7 +185,7 @@ pub enum Command {
         /// are their neighbours) or `halves` (the first half; the rest are later
         /// recordings or other items, as a deployment meets them).
         #[arg(long, value_enum, default_value = "interleaved", requires = "holdout")]
-        holdout_split: eval::Split,
+        holdout_split: holdout::Split,
         /// Also write each set's clip scores to this folder, one CSV per set in the
         /// DCASE submission layout (`anomaly_score_SET.csv`: file name, score).
         #[arg(long)]
