@@ -32,5 +32,15 @@ name = "fan"
 model = "models/default.safetensors"
 bank = "$tmp/fan.bank.safetensors"
 TOML
-"$hark" score "$tmp/fan-normal-fault-normal.wav" --config "$tmp/hark.toml" --plot "$out" >/dev/null
+"$hark" score "$tmp/fan-normal-fault-normal.wav" --config "$tmp/hark.toml" --plot "$out" --json >"$tmp/scores.jsonl"
+# The events, as the README describes them: first and last window marked anomalous.
+python3 -c '
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+marked = [r["t"] for r in rows if r["anomaly"]]
+over = [r["t"] for r in rows if r["score"] > r["threshold"]]
+flags = [r["anomaly"] for r in rows]
+events = sum(1 for a, b in zip([False] + flags, flags) if b and not a)
+print(f"{events} event(s); anomalous windows end {marked[0]:.1f}-{marked[-1]:.1f} s; last over threshold {over[-1]:.1f} s")
+' "$tmp/scores.jsonl"
 echo "wrote $out"

@@ -625,9 +625,9 @@ pub fn save_tensors(
 }
 
 /// Creates a network with deterministic weights from `seed` (He-normal convs, Xavier
-/// fc, zero biases) and saves it. This is the shipped default until a trained model
-/// replaces it: random conv features already separate spectra that differ, and the
-/// bank of normal embeddings does the rest.
+/// fc, zero biases) and saves it: the start of training (and the anchor's reference).
+/// Random conv features already separate spectra that differ; the shipped default is
+/// this network trained lightly, and scores level with it (models/README.md).
 pub fn init_fixed_seed(meta: &ModelMeta, seed: u64, out: &Path) -> anyhow::Result<()> {
     save_tensors(out, &fixed_seed_tensors(meta, seed), meta.to_map())
 }

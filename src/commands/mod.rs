@@ -222,8 +222,8 @@ pub enum Command {
         #[arg(long)]
         wav: Option<PathBuf>,
     },
-    /// Write a fixed-seed (untrained) embedding network, the shipped default until a
-    /// trained model replaces it.
+    /// Write a fixed-seed (untrained) embedding network: the network `train` starts
+    /// from and `--anchor` keeps near, or a model of its own for a new front end.
     InitModel {
         /// Seed of the weights.
         #[arg(long, default_value_t = 7)]
