@@ -151,6 +151,11 @@ impl<R: Read> WavStream<R> {
         })
     }
 
+    /// Frames in the file, from its header (nothing is read).
+    pub fn frames(&self) -> u64 {
+        u64::from(self.reader.duration())
+    }
+
     /// Reads up to `frames` frames (interleaved) into `out`, replacing its contents.
     /// Returns the number of frames read; 0 at the end of the file.
     pub fn read(&mut self, frames: usize, out: &mut Vec<f32>) -> Result<usize, WavError> {

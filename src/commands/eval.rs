@@ -129,12 +129,24 @@ pub(super) fn enrol(
     files: &[PathBuf],
     bar: &Bar,
 ) -> anyhow::Result<(NormalBank, Vec<f64>)> {
-    let guard = embedder.meta().front.overlapping_windows();
-    let (mut embeddings, mut origins, mut levels) = (Vec::new(), Vec::new(), Vec::new());
-    for (segment, file) in files.iter().enumerate() {
+    let (mut segments, mut levels) = (Vec::new(), Vec::new());
+    for file in files {
         let (e, rms) = clip_windows(embedder, file)?;
         levels.push(log_level(rms));
         bar.inc(1);
+        segments.push(e);
+    }
+    Ok((bank_of(embedder, segments)?, levels))
+}
+
+/// A bank of the windows of `segments` (each a clip, or a piece of one), as `hark
+/// enroll` would make it.
+pub(super) fn bank_of(
+    embedder: &Embedder,
+    segments: Vec<Vec<Vec<f32>>>,
+) -> anyhow::Result<NormalBank> {
+    let (mut embeddings, mut origins) = (Vec::new(), Vec::new());
+    for (segment, e) in segments.into_iter().enumerate() {
         for (index, v) in e.into_iter().enumerate() {
             embeddings.push(v);
             origins.push(Origin {
@@ -143,16 +155,15 @@ pub(super) fn enrol(
             });
         }
     }
-    let bank = NormalBank::build(
+    NormalBank::build(
         &embeddings,
         &origins,
         &[],
-        guard,
+        embedder.meta().front.overlapping_windows(),
         MAX_BANK,
         crate::bank::Target::for_model(embedder.meta()),
         embedder.hash(),
-    )?;
-    Ok((bank, levels))
+    )
 }
 
 /// A clip's score: the mean of its windows' scores.

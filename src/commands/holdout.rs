@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::bail;
 
-use super::eval::{MAX_FPR, audio_windows, clip_score, enrol};
+use super::eval::{MAX_FPR, audio_windows, bank_of, clip_score};
 use super::progress::{self, Bar, Unit};
 use crate::metrics::{auc, pauc};
 use crate::model::Embedder;
@@ -59,10 +59,30 @@ impl Split {
     }
 }
 
+/// Longest piece of a recording that `--holdout` scores as one clip. A long recording
+/// (a pump recorded for an hour) is cut into pieces of 10-20 s, so that a set of one
+/// or a few long files can still be split into enrolled and held-out parts.
+pub const PIECE_S: f64 = 10.0;
+
+/// Pieces a recording of `frames` frames at `rate` Hz is cut into: one per whole
+/// [`PIECE_S`], at least one.
+pub fn piece_count(frames: u64, rate: u32) -> usize {
+    ((frames as f64 / f64::from(rate) / PIECE_S).floor() as usize).max(1)
+}
+
+/// Samples `[start, end)` of piece `k` of `n` of a recording `len` samples long: equal
+/// pieces, the last one taking the remainder.
+fn piece_range(k: usize, n: usize, len: usize) -> std::ops::Range<usize> {
+    let size = len / n;
+    let end = if k + 1 == n { len } else { (k + 1) * size };
+    k * size..end
+}
+
 /// `eval --holdout`: what a set's own `train/` clips say, without a test clip or a real
-/// fault. The clips `split` enrols are enrolled; each other clip is scored as it is
-/// (normal) and with each anomaly twin of the model's mode applied (a synthetic fault:
-/// [`crate::train::Twin`]). Per twin, AUC and pAUC of the clips against their twins.
+/// fault. Each clip is one piece, or several if it is long ([`PIECE_S`]); the pieces
+/// `split` enrols are enrolled; each other piece is scored as it is (normal) and with
+/// each anomaly twin of the model's mode applied (a synthetic fault:
+/// [`crate::train::Twin`]). Per twin, AUC and pAUC of the pieces against their twins.
 /// This is how a front end or a model is chosen without looking at `test/`. `bar`
 /// advances by one per clip.
 pub fn holdout(
@@ -73,37 +93,75 @@ pub fn holdout(
     bar: &Bar,
 ) -> anyhow::Result<Vec<TwinResult>> {
     let files = super::wav_files(&dir.join("train"))?;
-    let (enrolled, held): (Vec<_>, Vec<_>) = files
-        .iter()
-        .enumerate()
-        .partition(|(i, _)| split.enrols(*i, files.len()));
-    let enrolled: Vec<PathBuf> = enrolled.into_iter().map(|(_, f)| f.clone()).collect();
-    if held.is_empty() {
+    // Every piece in order (by file name, then time): its file, its place, and whether
+    // it is enrolled.
+    let mut counts = Vec::with_capacity(files.len());
+    for file in &files {
+        let wav = crate::wav::WavStream::open(file)?;
+        counts.push(piece_count(wav.frames(), wav.sample_rate_hz));
+    }
+    let total: usize = counts.iter().sum();
+    let mut enrolled = Vec::with_capacity(files.len());
+    let mut place = 0;
+    for &n in &counts {
+        enrolled.push(
+            (0..n)
+                .map(|k| split.enrols(place + k, total))
+                .collect::<Vec<_>>(),
+        );
+        place += n;
+    }
+    let held_out = enrolled.iter().flatten().filter(|e| !**e).count();
+    if held_out == 0 {
         bail!(
-            "{}: --holdout needs at least 2 train clips, found {}",
+            "{}: --holdout needs at least 2 train clips (or one of {} s or more), found {} clip(s), {total} piece(s)",
             dir.join("train").display(),
+            2.0 * PIECE_S,
             files.len()
         );
     }
-    let (bank, _) = enrol(embedder, &enrolled, bar)?;
+    // A file's pieces that `marks` gives as `keep`, as mono audio, and its rate.
+    let pieces =
+        |file: &Path, marks: &[bool], keep: bool| -> anyhow::Result<(Vec<Vec<f32>>, u32)> {
+            if !marks.contains(&keep) {
+                return Ok((Vec::new(), 0));
+            }
+            let clip = Clip::read(file)?;
+            let mono = clip.mono(Some(0));
+            let chosen = (0..marks.len())
+                .filter(|&k| marks[k] == keep)
+                .map(|k| mono[piece_range(k, marks.len(), mono.len())].to_vec())
+                .collect();
+            Ok((chosen, clip.sample_rate_hz))
+        };
+    let mut segments = Vec::new();
+    for (file, marks) in files.iter().zip(&enrolled) {
+        let (chosen, rate) = pieces(file, marks, true)?;
+        for piece in chosen {
+            segments.push(audio_windows(embedder, &piece, rate, file)?);
+        }
+    }
+    let bank = bank_of(embedder, segments)?;
     let twins = crate::train::Twin::for_mode(&embedder.meta().mode);
     let mut normal = Vec::new();
     let mut anomalies = vec![Vec::new(); twins.len()];
     let mut rng = crate::model::SplitMix64(HOLDOUT_SEED);
-    for (_, file) in held {
-        let clip = Clip::read(file)?;
-        let mono = clip.mono(Some(0));
-        let rate = clip.sample_rate_hz;
-        normal.push(clip_score(
-            &bank,
-            &audio_windows(embedder, &mono, rate, file)?,
-        ));
-        for (twin, scores) in twins.iter().zip(&mut anomalies) {
-            let faulty = twin.apply(&mono, rate, &mut rng);
-            scores.push(clip_score(
+    // The bar counts files here, where nearly all the time goes (each held-out piece is
+    // embedded once as it is and once per twin).
+    for (file, marks) in files.iter().zip(&enrolled) {
+        let (chosen, rate) = pieces(file, marks, false)?;
+        for piece in chosen {
+            normal.push(clip_score(
                 &bank,
-                &audio_windows(embedder, &faulty, rate, file)?,
+                &audio_windows(embedder, &piece, rate, file)?,
             ));
+            for (twin, scores) in twins.iter().zip(&mut anomalies) {
+                let faulty = twin.apply(&piece, rate, &mut rng);
+                scores.push(clip_score(
+                    &bank,
+                    &audio_windows(embedder, &faulty, rate, file)?,
+                ));
+            }
         }
         bar.inc(1);
     }
@@ -170,6 +228,18 @@ pub fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn long_recordings_are_cut_into_pieces_of_whole_ten_seconds() {
+        assert_eq!(piece_count(16_000 * 9, 16_000), 1);
+        assert_eq!(piece_count(1, 16_000), 1);
+        assert_eq!(piece_count(16_000 * 20, 16_000), 2);
+        assert_eq!(piece_count(506_416, 16_000), 3); // a 31.65 s fan recording
+        // The pieces tile the recording; the last takes the remainder.
+        let ranges: Vec<_> = (0..3).map(|k| piece_range(k, 3, 100)).collect();
+        assert_eq!(ranges, [0..33, 33..66, 66..100]);
+        assert_eq!(piece_range(0, 1, 7), 0..7);
+    }
 
     #[test]
     fn holdout_splits_enrol_every_other_clip_or_the_first_half() {

@@ -176,9 +176,10 @@ pub enum Command {
         /// Write ROC curves and score histograms to this SVG.
         #[arg(long)]
         plot: Option<PathBuf>,
-        /// Leave test/ alone: enrol every other train/ clip, and score the rest as
-        /// they are and with each anomaly twin (synthetic fault) applied; AUC and
-        /// pAUC per twin. For choosing a model or front end without test clips.
+        /// Leave test/ alone: enrol every other train/ clip (long ones are cut into
+        /// 10-20 s pieces first), and score the rest as they are and with each
+        /// anomaly twin (synthetic fault) applied; AUC and pAUC per twin. For
+        /// choosing a model or front end without test clips.
         #[arg(long)]
         holdout: bool,
         /// Which train/ clips --holdout enrols: `interleaved` (even places; the rest

@@ -302,6 +302,60 @@ fn eval_holdout_scores_held_out_train_clips_against_their_twins_without_test_cli
 }
 
 #[test]
+fn eval_holdout_cuts_long_recordings_into_pieces() {
+    let Some(data) = shared_data() else { return };
+    // Two fan recordings of 31 s: 3 pieces each, 6 in all; every other one is held out.
+    let dir = tempfile::tempdir().unwrap();
+    let train = dir.path().join("fan/train");
+    std::fs::create_dir_all(&train).unwrap();
+    for name in [
+        "normal_id_00_20200318T204454.wav",
+        "normal_id_00_20200318T204538.wav",
+    ] {
+        std::os::unix::fs::symlink(data.join("fan/train").join(name), train.join(name)).unwrap();
+    }
+    let rows = json_rows(
+        &run_ok(
+            hark()
+                .arg("eval")
+                .arg(dir.path().join("fan"))
+                .args(["--holdout", "--json", "--model"])
+                .arg(shipped_model("default.safetensors")),
+        )
+        .stdout,
+    );
+    assert_eq!(rows.len(), 5, "{rows:?}");
+    for r in &rows {
+        assert_eq!(
+            (r["n_normal"].as_u64(), r["n_anomaly"].as_u64()),
+            (Some(3), Some(3))
+        );
+    }
+    let clicks = rows.iter().find(|r| r["twin"] == "clicks").unwrap();
+    assert!(clicks["auc"].as_f64().unwrap() >= 0.95, "{clicks}");
+
+    // One short clip cannot be split: a one-line error that says what is needed.
+    std::fs::remove_file(train.join("normal_id_00_20200318T204538.wav")).unwrap();
+    let clip = hark::wav::Clip::read(&train.join("normal_id_00_20200318T204454.wav")).unwrap();
+    std::fs::remove_file(train.join("normal_id_00_20200318T204454.wav")).unwrap();
+    let short: Vec<f32> = clip.mono(Some(0))[..clip.sample_rate_hz as usize * 5].to_vec();
+    hark::wav::write_mono_i16(&train.join("short.wav"), clip.sample_rate_hz, &short).unwrap();
+    let out = hark()
+        .arg("eval")
+        .arg(dir.path().join("fan"))
+        .arg("--holdout")
+        .output()
+        .unwrap();
+    assert_ne!(out.status.code(), Some(0));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--holdout needs at least 2 train clips (or one of 20 s or more)"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+}
+
+#[test]
 fn eval_refuses_a_folder_without_sets() {
     let dir = tempfile::tempdir().unwrap();
     let out = hark().arg("eval").arg(dir.path()).output().unwrap();
