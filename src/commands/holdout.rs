@@ -19,11 +19,11 @@ pub struct TwinResult {
     pub name: String,
     /// The twin ([`crate::train::Twin::name`]).
     pub twin: &'static str,
-    /// AUC of held-out clips against their twins.
+    /// AUC of held-out pieces against their twins.
     pub auc: f64,
     /// pAUC at `MAX_FPR`.
     pub pauc: f64,
-    /// Held-out normal clips, and as many twins.
+    /// Held-out normal pieces (whole clips unless long), and as many twins.
     pub n: usize,
 }
 
@@ -201,7 +201,7 @@ pub fn run(
                 .to_string()
             } else {
                 format!(
-                    "{:<24} {:<8} AUC {:6.2}  pAUC {:6.2}  ({} held-out train clips and their twins)",
+                    "{:<24} {:<8} AUC {:6.2}  pAUC {:6.2}  ({} held-out train pieces and their twins)",
                     r.name,
                     r.twin,
                     100.0 * r.auc,
