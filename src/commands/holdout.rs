@@ -93,8 +93,8 @@ pub fn holdout(
     bar: &Bar,
 ) -> anyhow::Result<Vec<TwinResult>> {
     let files = super::wav_files(&dir.join("train"))?;
-    // Every piece in order (by file name, then time): its file, its place, and whether
-    // it is enrolled.
+    // Per file, whether each of its pieces is enrolled; `split` sees all pieces in
+    // order (by file name, then time).
     let mut counts = Vec::with_capacity(files.len());
     for file in &files {
         let wav = crate::wav::WavStream::open(file)?;
