@@ -46,6 +46,64 @@ pub struct Outputs<'a> {
     pub plot: Option<&'a Path>,
     /// Folder for one clip-score CSV per set.
     pub scores: Option<&'a Path>,
+    /// Folder for one file per set of every scored window's vector ([`WindowLog`]).
+    pub windows: Option<&'a Path>,
+}
+
+/// `eval --windows DIR`: the vector of every window a set's evaluation enrolled or
+/// scored (the model's output: the embedding, then the band profile when the model has
+/// one), so that scorers can be studied outside hark on exactly what hark scores. One
+/// JSON line per clip (or held-out piece): `part` (`enrol`, `test` or `held-out`),
+/// `label` (`normal`, `anomaly` or the twin's name), `file`, `piece` (index of a
+/// held-out piece within its file), `rows` (one array per window). Written atomically
+/// once the set is done.
+pub(super) struct WindowLog {
+    /// `None`: not asked for; every call is a no-op.
+    path: Option<PathBuf>,
+    text: String,
+}
+
+impl WindowLog {
+    /// A log for `set`, written to `dir/windows_SET.jsonl` (with `suffix`, e.g.
+    /// `_holdout-halves`, before the extension); `None` logs nothing.
+    pub(super) fn new(dir: Option<&Path>, set: &str, suffix: &str) -> WindowLog {
+        WindowLog {
+            path: dir.map(|d| {
+                d.join(format!(
+                    "windows_{}{suffix}.jsonl",
+                    set.replace(['/', '\\'], "_")
+                ))
+            }),
+            text: String::new(),
+        }
+    }
+
+    /// Records one clip's (or piece's) windows.
+    pub(super) fn add(
+        &mut self,
+        part: &str,
+        label: &str,
+        file: &Path,
+        piece: usize,
+        rows: &[Vec<f32>],
+    ) {
+        if self.path.is_some() {
+            let line = serde_json::json!({
+                "part": part, "label": label, "file": file.display().to_string(),
+                "piece": piece, "rows": rows,
+            });
+            self.text.push_str(&line.to_string());
+            self.text.push('\n');
+        }
+    }
+
+    /// Writes the file, replacing an older one only when complete.
+    pub(super) fn save(self) -> anyhow::Result<()> {
+        match &self.path {
+            Some(path) => crate::fsutil::write_atomic(path, self.text.as_bytes()),
+            None => Ok(()),
+        }
+    }
 }
 
 /// The label of a test clip from its name: `normal_…`/`anomaly_…` (DCASE 2020) or
@@ -128,10 +186,12 @@ pub(super) fn enrol(
     embedder: &Embedder,
     files: &[PathBuf],
     bar: &Bar,
+    log: &mut WindowLog,
 ) -> anyhow::Result<(NormalBank, Vec<f64>)> {
     let (mut segments, mut levels) = (Vec::new(), Vec::new());
     for file in files {
         let (e, rms) = clip_windows(embedder, file)?;
+        log.add("enrol", "normal", file, 0, &e);
         levels.push(log_level(rms));
         bar.inc(1);
         segments.push(e);
@@ -193,14 +253,15 @@ fn test_files(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
 }
 
 /// Evaluates one set; `Ok(None)` when its test clips lack one of the labels. `bar`
-/// advances by one per clip (train and test).
-pub fn evaluate(
+/// advances by one per clip (train and test); `log` gets every clip's windows.
+pub(super) fn evaluate(
     embedder: &Embedder,
     name: &str,
     dir: &Path,
     bar: &Bar,
+    log: &mut WindowLog,
 ) -> anyhow::Result<Option<SetResult>> {
-    let (bank, train_levels) = enrol(embedder, &super::wav_files(&dir.join("train"))?, bar)?;
+    let (bank, train_levels) = enrol(embedder, &super::wav_files(&dir.join("train"))?, bar, log)?;
     let n = train_levels.len() as f64;
     let mu = train_levels.iter().sum::<f64>() / n;
     let sd = (train_levels.iter().map(|l| (l - mu).powi(2)).sum::<f64>() / n).sqrt() + 1e-9;
@@ -213,6 +274,13 @@ pub fn evaluate(
         };
         let (e, rms) = clip_windows(embedder, file)?;
         bar.inc(1);
+        log.add(
+            "test",
+            if is_anomaly { "anomaly" } else { "normal" },
+            file,
+            0,
+            &e,
+        );
         let score = clip_score(&bank, &e);
         // The peer's loudness baseline: distance of the clip's log level from the
         // training clips' mean, in standard deviations, whichever direction.
@@ -266,7 +334,7 @@ pub fn run(
     dirs: &[PathBuf],
     model: &Path,
     out: &Outputs,
-    holdout: Option<super::holdout::Split>,
+    holdout: Option<super::holdout::Holdout>,
 ) -> anyhow::Result<()> {
     if dirs.is_empty() {
         bail!("give at least one DCASE-layout folder (SET/train, SET/test)");
@@ -274,9 +342,11 @@ pub fn run(
     if holdout.is_some() && (out.plot.is_some() || out.scores.is_some()) {
         bail!("--plot and --scores write test/ results; leave them out with --holdout");
     }
-    if let Some(dir) = out.scores {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("--scores {}: cannot create folder", dir.display()))?;
+    for (flag, dir) in [("--scores", out.scores), ("--windows", out.windows)] {
+        if let Some(dir) = dir {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("{flag} {}: cannot create folder", dir.display()))?;
+        }
     }
     let embedder = Embedder::load(model)?;
     let mut all_sets = Vec::new();
@@ -290,14 +360,17 @@ pub fn run(
             all_sets.push((name, set));
         }
     }
-    if let Some(split) = holdout {
-        return super::holdout::run(&embedder, &all_sets, clips, split, out.json);
+    if let Some(h) = holdout {
+        return super::holdout::run(&embedder, &all_sets, clips, h, out);
     }
     let bar = progress::bar(clips as u64, "evaluating", Unit::Items("clips"));
     let mut results = Vec::new();
     for (name, set) in all_sets {
         bar.set_message(name.clone());
-        let Some(r) = evaluate(&embedder, &name, &set, &bar)? else {
+        let mut log = WindowLog::new(out.windows, &name, "");
+        let r = evaluate(&embedder, &name, &set, &bar, &mut log)?;
+        log.save()?;
+        let Some(r) = r else {
             bar.stderr_line(&format!(
                 "{name}: skipped (its test/ clips need both normal and anomaly labels)"
             ));

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::bail;
 
-use super::eval::{MAX_FPR, audio_windows, bank_of, clip_score};
+use super::eval::{MAX_FPR, Outputs, WindowLog, audio_windows, bank_of, clip_score};
 use super::progress::{self, Bar, Unit};
 use crate::metrics::{auc, pauc};
 use crate::model::Embedder;
@@ -27,8 +27,19 @@ pub struct TwinResult {
     pub n: usize,
 }
 
-/// Seed of the twins' random parameters, so a rerun gives the same numbers.
-const HOLDOUT_SEED: u64 = 11;
+/// Default seed of the twins' random parameters (`--holdout-seed`), so a rerun gives
+/// the same numbers.
+pub const HOLDOUT_SEED: u64 = 11;
+
+/// How `eval --holdout` splits and which twins it draws.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Holdout {
+    /// Which pieces are enrolled.
+    pub split: Split,
+    /// Seed of the twins' random parameters: other seeds show how much a ranking
+    /// depends on one draw of twins.
+    pub seed: u64,
+}
 
 /// Which `train/` clips `eval --holdout` enrols and which it holds out (sorted by name).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -85,12 +96,13 @@ fn piece_range(k: usize, n: usize, len: usize) -> std::ops::Range<usize> {
 /// [`crate::train::Twin`]). Per twin, AUC and pAUC of the pieces against their twins.
 /// This is how a front end or a model is chosen without looking at `test/`. `bar`
 /// advances by one per clip.
-pub fn holdout(
+pub(super) fn holdout(
     embedder: &Embedder,
     name: &str,
     dir: &Path,
-    split: Split,
+    Holdout { split, seed }: Holdout,
     bar: &Bar,
+    log: &mut WindowLog,
 ) -> anyhow::Result<Vec<TwinResult>> {
     let files = super::wav_files(&dir.join("train"))?;
     // Per file, whether each of its pieces is enrolled; `split` sees all pieces in
@@ -120,47 +132,48 @@ pub fn holdout(
             files.len()
         );
     }
-    // A file's pieces that `marks` gives as `keep`, as mono audio, and its rate.
-    let pieces =
-        |file: &Path, marks: &[bool], keep: bool| -> anyhow::Result<(Vec<Vec<f32>>, u32)> {
-            if !marks.contains(&keep) {
-                return Ok((Vec::new(), 0));
-            }
-            let clip = Clip::read(file)?;
-            let mono = clip.mono(Some(0));
-            let chosen = (0..marks.len())
-                .filter(|&k| marks[k] == keep)
-                .map(|k| mono[piece_range(k, marks.len(), mono.len())].to_vec())
-                .collect();
-            Ok((chosen, clip.sample_rate_hz))
-        };
+    // A file's pieces that `marks` gives as `keep`: each piece's index and mono
+    // audio, and the file's rate.
+    type Pieces = (Vec<(usize, Vec<f32>)>, u32);
+    let pieces = |file: &Path, marks: &[bool], keep: bool| -> anyhow::Result<Pieces> {
+        if !marks.contains(&keep) {
+            return Ok((Vec::new(), 0));
+        }
+        let clip = Clip::read(file)?;
+        let mono = clip.mono(Some(0));
+        let chosen = (0..marks.len())
+            .filter(|&k| marks[k] == keep)
+            .map(|k| (k, mono[piece_range(k, marks.len(), mono.len())].to_vec()))
+            .collect();
+        Ok((chosen, clip.sample_rate_hz))
+    };
     let mut segments = Vec::new();
     for (file, marks) in files.iter().zip(&enrolled) {
         let (chosen, rate) = pieces(file, marks, true)?;
-        for piece in chosen {
-            segments.push(audio_windows(embedder, &piece, rate, file)?);
+        for (k, piece) in chosen {
+            let windows = audio_windows(embedder, &piece, rate, file)?;
+            log.add("enrol", "normal", file, k, &windows);
+            segments.push(windows);
         }
     }
     let bank = bank_of(embedder, segments)?;
     let twins = crate::train::Twin::for_mode(&embedder.meta().mode);
     let mut normal = Vec::new();
     let mut anomalies = vec![Vec::new(); twins.len()];
-    let mut rng = crate::model::SplitMix64(HOLDOUT_SEED);
+    let mut rng = crate::model::SplitMix64(seed);
     // The bar counts files here, where nearly all the time goes (each held-out piece is
     // embedded once as it is and once per twin).
     for (file, marks) in files.iter().zip(&enrolled) {
         let (chosen, rate) = pieces(file, marks, false)?;
-        for piece in chosen {
-            normal.push(clip_score(
-                &bank,
-                &audio_windows(embedder, &piece, rate, file)?,
-            ));
+        for (k, piece) in chosen {
+            let windows = audio_windows(embedder, &piece, rate, file)?;
+            log.add("held-out", "normal", file, k, &windows);
+            normal.push(clip_score(&bank, &windows));
             for (twin, scores) in twins.iter().zip(&mut anomalies) {
                 let faulty = twin.apply(&piece, rate, &mut rng);
-                scores.push(clip_score(
-                    &bank,
-                    &audio_windows(embedder, &faulty, rate, file)?,
-                ));
+                let windows = audio_windows(embedder, &faulty, rate, file)?;
+                log.add("held-out", twin.name(), file, k, &windows);
+                scores.push(clip_score(&bank, &windows));
             }
         }
         bar.inc(1);
@@ -181,22 +194,26 @@ pub fn holdout(
 }
 
 /// `eval --holdout`: one line per set and twin, then the set's mean over its twins.
-pub fn run(
+pub(super) fn run(
     embedder: &Embedder,
     sets: &[(String, PathBuf)],
     clips: usize,
-    split: Split,
-    json: bool,
+    h: Holdout,
+    out: &Outputs,
 ) -> anyhow::Result<()> {
     let bar = progress::bar(clips as u64, "held-out twins", Unit::Items("clips"));
     for (name, set) in sets {
         bar.set_message(name.clone());
-        let results = holdout(embedder, name, set, split, &bar)?;
+        let suffix = format!("_holdout-{}", h.split.name());
+        let mut log = WindowLog::new(out.windows, name, &suffix);
+        let results = holdout(embedder, name, set, h, &bar, &mut log)?;
+        log.save()?;
         for r in &results {
-            let line = if json {
+            let line = if out.json {
                 serde_json::json!({
                     "set": r.name, "twin": r.twin, "auc": r.auc, "pauc": r.pauc,
-                    "n_normal": r.n, "n_anomaly": r.n, "split": split.name(),
+                    "n_normal": r.n, "n_anomaly": r.n, "split": h.split.name(),
+                    "seed": h.seed,
                 })
                 .to_string()
             } else {
@@ -211,7 +228,7 @@ pub fn run(
             };
             bar.stdout_line(&line)?;
         }
-        if !json {
+        if !out.json {
             let k = results.len().max(1) as f64;
             bar.stdout_line(&format!(
                 "{:<24} {:<8} AUC {:6.2}  pAUC {:6.2}",

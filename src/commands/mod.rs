@@ -187,10 +187,20 @@ pub enum Command {
         /// recordings or other items, as a deployment meets them).
         #[arg(long, value_enum, default_value = "interleaved", requires = "holdout")]
         holdout_split: holdout::Split,
+        /// Seed of the twins' random parameters for --holdout: another seed draws
+        /// other twins, to see how much a ranking depends on one draw.
+        #[arg(long, default_value_t = holdout::HOLDOUT_SEED, requires = "holdout")]
+        holdout_seed: u64,
         /// Also write each set's clip scores to this folder, one CSV per set in the
         /// DCASE submission layout (`anomaly_score_SET.csv`: file name, score).
         #[arg(long)]
         scores: Option<PathBuf>,
+        /// Also write every enrolled and scored window's vector (the model's output) to
+        /// this folder, one JSON-lines file per set (`windows_SET.jsonl`; with
+        /// --holdout `windows_SET_holdout-SPLIT.jsonl`), for studying scorers outside
+        /// hark (scripts/scorer-study.py).
+        #[arg(long)]
+        windows: Option<PathBuf>,
     },
     /// What a running node last told its broker: availability, and per source its
     /// state, score, last event and capture health (the retained topics).
@@ -425,15 +435,22 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             plot,
             holdout,
             holdout_split,
+            holdout_seed,
             scores,
+            windows,
         } => {
             init_logging("info");
             let out = eval::Outputs {
                 json,
                 plot: plot.as_deref(),
                 scores: scores.as_deref(),
+                windows: windows.as_deref(),
             };
-            eval::run(&dirs, &model, &out, holdout.then_some(holdout_split))
+            let holdout = holdout.then_some(holdout::Holdout {
+                split: holdout_split,
+                seed: holdout_seed,
+            });
+            eval::run(&dirs, &model, &out, holdout)
         }
         Command::InitModel { seed, out, front } => {
             let meta = front.meta(&format!("fixed-seed {seed} (untrained)"))?;

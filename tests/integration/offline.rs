@@ -157,7 +157,9 @@ fn eval_on_a_real_set_reports_dcase_metrics() {
             .arg("--plot")
             .arg(&svg)
             .arg("--scores")
-            .arg(dir.path().join("scores")),
+            .arg(dir.path().join("scores"))
+            .arg("--windows")
+            .arg(dir.path().join("windows")),
     );
     let line = String::from_utf8_lossy(&out.stdout);
     let r: serde_json::Value = serde_json::from_str(line.trim()).unwrap();
@@ -201,6 +203,33 @@ fn eval_on_a_real_set_reports_dcase_metrics() {
         (auc - r["auc"].as_f64().unwrap()).abs() < 1e-9,
         "{auc} vs {r}"
     );
+    // --windows: one line per train clip (enrolled) and per test clip (labelled from
+    // its name), each window the model's output: a unit-norm 128-value embedding, then
+    // 64 band means and 64 band spreads.
+    let lines = json_rows(&std::fs::read(dir.path().join("windows/windows_fan.jsonl")).unwrap());
+    let part = |p: &str| lines.iter().filter(|l| l["part"] == p).collect::<Vec<_>>();
+    assert_eq!(part("enrol").len(), 8);
+    let test = part("test");
+    assert_eq!(test.len(), tests.len());
+    for l in test {
+        let name = l["file"].as_str().unwrap().rsplit('/').next().unwrap();
+        assert!(name.starts_with(l["label"].as_str().unwrap()), "{name}");
+    }
+    for l in &lines {
+        let rows = l["rows"].as_array().unwrap();
+        assert!(!rows.is_empty(), "{}", l["file"]);
+        for row in rows {
+            let v: Vec<f64> = row
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_f64().unwrap())
+                .collect();
+            assert_eq!(v.len(), 256);
+            let norm = v[..128].iter().map(|x| x * x).sum::<f64>().sqrt();
+            assert!((norm - 1.0).abs() < 1e-3, "{norm}");
+        }
+    }
 }
 
 #[test]
@@ -301,25 +330,59 @@ fn eval_holdout_cuts_long_recordings_into_pieces() {
     ] {
         std::os::unix::fs::symlink(data.join("fan/train").join(name), train.join(name)).unwrap();
     }
-    let rows = json_rows(
-        &run_ok(
-            hark()
-                .arg("eval")
-                .arg(dir.path().join("fan"))
-                .args(["--holdout", "--json", "--model"])
-                .arg(shipped_model("default.safetensors")),
-        )
-        .stdout,
-    );
+    let holdout = |seed: &str| {
+        let windows = dir.path().join(format!("windows-{seed}"));
+        let rows = json_rows(
+            &run_ok(
+                hark()
+                    .arg("eval")
+                    .arg(dir.path().join("fan"))
+                    .args(["--holdout", "--json", "--holdout-seed", seed, "--model"])
+                    .arg(shipped_model("default.safetensors"))
+                    .arg("--windows")
+                    .arg(&windows),
+            )
+            .stdout,
+        );
+        let file = windows.join("windows_fan_holdout-interleaved.jsonl");
+        (rows, json_rows(&std::fs::read(file).unwrap()))
+    };
+    let (rows, lines) = holdout("11");
     assert_eq!(rows.len(), 5, "{rows:?}");
     for r in &rows {
         assert_eq!(
-            (r["n_normal"].as_u64(), r["n_anomaly"].as_u64()),
-            (Some(3), Some(3))
+            (
+                r["n_normal"].as_u64(),
+                r["n_anomaly"].as_u64(),
+                r["seed"].as_u64()
+            ),
+            (Some(3), Some(3), Some(11))
         );
     }
     let clicks = rows.iter().find(|r| r["twin"] == "clicks").unwrap();
     assert!(clicks["auc"].as_f64().unwrap() >= 0.95, "{clicks}");
+    // --windows: pieces 0, 2 of the first recording and 1 of the second are enrolled;
+    // the other three are held out, each as it is and with each of the 5 twins.
+    let pieces = |part: &str, label: &str| -> Vec<u64> {
+        let lines = lines
+            .iter()
+            .filter(|l| l["part"] == part && l["label"] == label);
+        lines.map(|l| l["piece"].as_u64().unwrap()).collect()
+    };
+    assert_eq!(pieces("enrol", "normal"), [0, 2, 1]);
+    assert_eq!(pieces("held-out", "normal"), [1, 0, 2]);
+    assert_eq!(pieces("held-out", "hum"), [1, 0, 2]);
+    assert_eq!(lines.len(), 3 + 3 * 6);
+    // --holdout-seed draws other twins: the hum's pitch is drawn, the pitch twin's
+    // shift is not.
+    let (_, other) = holdout("12");
+    let rows_of = |lines: &[serde_json::Value], label: &str| -> Vec<serde_json::Value> {
+        let lines = lines.iter().filter(|l| l["label"] == label);
+        lines.map(|l| l["rows"].clone()).collect()
+    };
+    assert_ne!(rows_of(&other, "hum"), rows_of(&lines, "hum"));
+    assert_eq!(rows_of(&other, "pitch"), rows_of(&lines, "pitch"));
+    assert_eq!(rows_of(&other, "normal"), rows_of(&lines, "normal"));
 
     // One short clip cannot be split: a one-line error that says what is needed.
     std::fs::remove_file(train.join("normal_id_00_20200318T204538.wav")).unwrap();

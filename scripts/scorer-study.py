@@ -1,0 +1,187 @@
+#!/usr/bin/env python3
+"""Other ways to score the windows hark scores. Reads the files of
+`hark eval --windows DIR` (test/) and `hark eval --holdout [--holdout-split halves]
+--windows DIR` (held-out train/ pieces and their twins) of a model that appends the
+band profile (`features = embedding+profile`), re-scores every clip with each scorer
+below, and prints AUC / pAUC (p = 0.1, %) per set and the mean over the sets:
+
+    scripts/scorer-study.py DIR [--sets aircompressor,bottles,fan,slider,stones]
+
+Every scorer enrols the same windows hark enrols and scores a clip as the mean of its
+windows' scores, as hark does. `standardised` is hark's own scorer (each value
+standardised over the enrolment windows, the embedding and the profile weighing
+half each, distance to the nearest window); its test/ column is what `hark eval`
+prints, to ±0.02 (this script skips hark's 2,048-window coreset cap, and its pAUC
+interpolates ties a little differently). The others:
+
+- `three blocks`: the same, with the band means and the band spreads as blocks of
+  their own (embedding, means, spreads: a third each);
+- `whitened`: per block, PCA whitening instead of per-value scaling (eigenvalues
+  floored at 1 % of their mean), then the nearest window;
+- `residual`: no neighbour; the distance of the standardised window from the span of
+  the principal components that hold 90 % of the enrolment windows' variance (what
+  an autoencoder's reconstruction error approximates);
+- `nearest + residual`: the root of the sum of both squares;
+- `sorted profile`: the nearest window after each window's band means and spreads
+  are sorted (which bands ring is dropped; how peaked the spectrum is stays).
+
+Needs numpy only.
+"""
+import argparse, json, os, sys
+import numpy as np
+
+from dcase_metrics import auc, pauc
+
+
+def read(path):
+    """Lines of a windows file: (part, label, rows)."""
+    out = []
+    try:
+        with open(path) as f:
+            for n, line in enumerate(f, 1):
+                try:
+                    j = json.loads(line)
+                    out.append((j["part"], j["label"], np.asarray(j["rows"], dtype=np.float64)))
+                except (ValueError, KeyError) as e:
+                    sys.exit(f"{path}:{n}: not a line of `hark eval --windows`: {e}")
+    except OSError as e:
+        sys.exit(f"{path}: cannot read: {e.strerror}")
+    return out
+
+
+def blocks_of(dim, emb):
+    """Embedding, band means, band spreads."""
+    n_mels = (dim - emb) // 2
+    if emb <= 0 or dim != emb + 2 * n_mels or n_mels == 0:
+        sys.exit(f"windows of {dim} values do not split into a {emb}-value embedding "
+                 "and a band profile: the model needs features = embedding+profile")
+    return [slice(0, emb), slice(emb, emb + n_mels), slice(emb + n_mels, dim)]
+
+
+def scaled(E, groups, floor=0.1):
+    """hark's standardisation (src/bank/mod.rs, Scaling::fit): centre, divide by each
+    value's spread (at least `floor` × its group's mean spread), each group weighing
+    the same."""
+    c, sd = E.mean(0), E.std(0)
+    s = np.zeros(E.shape[1])
+    for g in groups:
+        fl = max(sd[g].mean() * floor, 1e-6)
+        s[g] = 1 / np.sqrt((g.stop - g.start) * len(groups)) / np.maximum(sd[g], fl)
+    return lambda X: (X - c) * s
+
+
+def whitened(E, groups, floor=0.01):
+    c, parts = E.mean(0), []
+    for g in groups:
+        Y = E[:, g] - c[g]
+        w, V = np.linalg.eigh(Y.T @ Y / len(Y))
+        w = np.maximum(w, max(w.mean() * floor, 1e-12))
+        parts.append((g, V / np.sqrt(w) / np.sqrt((g.stop - g.start) * len(groups))))
+    return lambda X: np.concatenate([(X[:, g] - c[g]) @ M for g, M in parts], 1)
+
+
+def nearest(B, Q):
+    d = (Q ** 2).sum(1)[:, None] + (B ** 2).sum(1)[None, :] - 2 * Q @ B.T
+    return np.sqrt(np.maximum(d.min(1), 0))
+
+
+def by_nearest(transform):
+    def fit(E):
+        t = transform(E)
+        B = t(E)
+        return lambda Q: nearest(B, t(Q))
+    return fit
+
+
+def residual_of(transform, frac=0.9):
+    def fit(E):
+        t = transform(E)
+        _, s, Vt = np.linalg.svd(t(E), full_matrices=False)
+        ev = s ** 2
+        V = Vt[: np.searchsorted(np.cumsum(ev) / ev.sum(), frac) + 1]
+        return lambda Q: np.linalg.norm(t(Q) - (t(Q) @ V.T) @ V, axis=1)
+    return fit
+
+
+def both(a, b):
+    def fit(E):
+        fa, fb = a(E), b(E)
+        return lambda Q: np.sqrt(fa(Q) ** 2 + fb(Q) ** 2)
+    return fit
+
+
+def sorted_profile(emb):
+    def f(X):
+        _, m, s = blocks_of(X.shape[1], emb)
+        return np.concatenate([np.sort(X[:, m], 1), np.sort(X[:, s], 1)], 1)
+    def fit(E):
+        t = scaled(f(E), [slice(0, f(E).shape[1])])
+        B = t(f(E))
+        return lambda Q: nearest(B, t(f(Q)))
+    return fit
+
+
+def scorers(dim, emb):
+    e, m, s = blocks_of(dim, emb)
+    two, three = [e, slice(m.start, s.stop)], [e, m, s]
+    std = lambda E: scaled(E, two)
+    return {
+        "standardised (hark)": by_nearest(std),
+        "three blocks": by_nearest(lambda E: scaled(E, three)),
+        "whitened": by_nearest(lambda E: whitened(E, two)),
+        "residual": residual_of(std),
+        "nearest + residual": both(by_nearest(std), residual_of(std)),
+        "sorted profile": sorted_profile(emb),
+    }
+
+
+def evaluate(lines, fit, normal_part):
+    """AUC, pAUC of a windows file: mean over twins for a held-out file."""
+    E = np.concatenate([r for p, _, r in lines if p == "enrol"])
+    score = fit(E)
+    clip = lambda r: float(score(r).mean())
+    scored = [(lab, clip(r)) for p, lab, r in lines if p == normal_part]
+    normal = [s for lab, s in scored if lab == "normal"]
+    results = []
+    for kind in sorted({lab for lab, _ in scored} - {"normal"}):
+        bad = [s for lab, s in scored if lab == kind]
+        y = np.r_[np.zeros(len(normal)), np.ones(len(bad))]
+        x = np.r_[normal, bad]
+        results.append((auc(y, x), pauc(y, x)))
+    if not results or not normal:
+        return None
+    return tuple(100 * np.mean([r[i] for r in results]) for i in (0, 1))
+
+
+ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+ap.add_argument("dir")
+ap.add_argument("--sets", default="aircompressor,bottles,fan,slider,stones")
+ap.add_argument("--embedding-dim", type=int, default=128)
+a = ap.parse_args()
+columns = [("test", "", "test"), ("interleaved", "_holdout-interleaved", "held-out"),
+           ("halves", "_holdout-halves", "held-out")]
+table = {}
+for name in a.sets.split(","):
+    for col, suffix, part in columns:
+        path = os.path.join(a.dir, f"windows_{name}{suffix}.jsonl")
+        if not os.path.exists(path):
+            continue
+        lines = read(path)
+        for scorer, fit in scorers(lines[0][2].shape[1], a.embedding_dim).items():
+            r = evaluate(lines, fit, part)
+            if r:
+                table.setdefault(scorer, {}).setdefault(col, {})[name] = r
+if not table:
+    sys.exit(f"{a.dir}: no windows_SET*.jsonl of the sets {a.sets}")
+for col, _, _ in columns:
+    names = [n for n in a.sets.split(",") if any(n in t.get(col, {}) for t in table.values())]
+    if not names:
+        continue
+    print(f"\n{col}: AUC / pAUC (%)")
+    print(f"| scorer | {' | '.join(names)} | mean |\n|---|{'---|' * (len(names) + 1)}")
+    for scorer, cols in table.items():
+        row = [cols.get(col, {}).get(n) for n in names]
+        cells = [f"{r[0]:.2f} / {r[1]:.2f}" if r else "–" for r in row]
+        done = [r for r in row if r]
+        mean = f"{np.mean([r[0] for r in done]):.2f} / {np.mean([r[1] for r in done]):.2f}"
+        print(f"| {scorer} | {' | '.join(cells)} | {mean} |")
