@@ -23,7 +23,10 @@ interpolates ties a little differently). The others:
   an autoencoder's reconstruction error approximates);
 - `nearest + residual`: the root of the sum of both squares;
 - `sorted profile`: the nearest window after each window's band means and spreads
-  are sorted (which bands ring is dropped; how peaked the spectrum is stays).
+  are sorted (which bands ring is dropped; how peaked the spectrum is stays);
+- `level as one value`: the band means become their mean (the window's level, one
+  value) and each band's difference from it (the shape), so a change of level
+  counts once instead of once per band.
 
 Needs numpy only.
 """
@@ -121,6 +124,19 @@ def sorted_profile(emb):
     return fit
 
 
+def level_apart(emb):
+    def f(X):
+        _, m, s = blocks_of(X.shape[1], emb)
+        level = X[:, m].mean(1, keepdims=True)
+        return np.concatenate([X[:, :emb], X[:, m] - level, X[:, s], level], 1)
+    def fit(E):
+        F = f(E)
+        t = scaled(F, [slice(0, emb), slice(emb, F.shape[1])])
+        B = t(F)
+        return lambda Q: nearest(B, t(f(Q)))
+    return fit
+
+
 def scorers(dim, emb):
     e, m, s = blocks_of(dim, emb)
     two, three = [e, slice(m.start, s.stop)], [e, m, s]
@@ -132,6 +148,7 @@ def scorers(dim, emb):
         "residual": residual_of(std),
         "nearest + residual": both(by_nearest(std), residual_of(std)),
         "sorted profile": sorted_profile(emb),
+        "level as one value": level_apart(emb),
     }
 
 
