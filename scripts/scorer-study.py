@@ -170,35 +170,44 @@ def evaluate(lines, fit, normal_part):
     return tuple(100 * np.mean([r[i] for r in results]) for i in (0, 1))
 
 
-ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-ap.add_argument("dir")
-ap.add_argument("--sets", default="aircompressor,bottles,fan,slider,stones")
-ap.add_argument("--embedding-dim", type=int, default=128)
-a = ap.parse_args()
-columns = [("test", "", "test"), ("interleaved", "_holdout-interleaved", "held-out"),
-           ("halves", "_holdout-halves", "held-out")]
-table = {}
-for name in a.sets.split(","):
-    for col, suffix, part in columns:
-        path = os.path.join(a.dir, f"windows_{name}{suffix}.jsonl")
-        if not os.path.exists(path):
+def study(directory, sets, scorers_of, columns=None, reader=read):
+    """Per column (test/, held-out interleaved, held-out halves) a markdown table: one
+    row per scorer, AUC / pAUC per set and the mean. `scorers_of(path, lines)` gives
+    the scorers for one windows file, `reader(path)` its lines."""
+    columns = columns or [("test", "", "test"), ("interleaved", "_holdout-interleaved", "held-out"),
+                          ("halves", "_holdout-halves", "held-out")]
+    table = {}
+    for name in sets:
+        for col, suffix, part in columns:
+            path = os.path.join(directory, f"windows_{name}{suffix}.jsonl")
+            if not os.path.exists(path):
+                continue
+            lines = reader(path)
+            for scorer, fit in scorers_of(path, lines).items():
+                r = evaluate(lines, fit, part)
+                if r:
+                    table.setdefault(scorer, {}).setdefault(col, {})[name] = r
+    if not table:
+        sys.exit(f"{directory}: no windows_SET*.jsonl of the sets {','.join(sets)}")
+    for col, _, _ in columns:
+        names = [n for n in sets if any(n in t.get(col, {}) for t in table.values())]
+        if not names:
             continue
-        lines = read(path)
-        for scorer, fit in scorers(lines[0][2].shape[1], a.embedding_dim).items():
-            r = evaluate(lines, fit, part)
-            if r:
-                table.setdefault(scorer, {}).setdefault(col, {})[name] = r
-if not table:
-    sys.exit(f"{a.dir}: no windows_SET*.jsonl of the sets {a.sets}")
-for col, _, _ in columns:
-    names = [n for n in a.sets.split(",") if any(n in t.get(col, {}) for t in table.values())]
-    if not names:
-        continue
-    print(f"\n{col}: AUC / pAUC (%)")
-    print(f"| scorer | {' | '.join(names)} | mean |\n|---|{'---|' * (len(names) + 1)}")
-    for scorer, cols in table.items():
-        row = [cols.get(col, {}).get(n) for n in names]
-        cells = [f"{r[0]:.2f} / {r[1]:.2f}" if r else "–" for r in row]
-        done = [r for r in row if r]
-        mean = f"{np.mean([r[0] for r in done]):.2f} / {np.mean([r[1] for r in done]):.2f}"
-        print(f"| {scorer} | {' | '.join(cells)} | {mean} |")
+        print(f"\n{col}: AUC / pAUC (%)")
+        print(f"| scorer | {' | '.join(names)} | mean |\n|---|{'---|' * (len(names) + 1)}")
+        for scorer, cols in table.items():
+            row = [cols.get(col, {}).get(n) for n in names]
+            cells = [f"{r[0]:.2f} / {r[1]:.2f}" if r else "–" for r in row]
+            done = [r for r in row if r]
+            mean = f"{np.mean([r[0] for r in done]):.2f} / {np.mean([r[1] for r in done]):.2f}"
+            print(f"| {scorer} | {' | '.join(cells)} | {mean} |")
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("dir")
+    ap.add_argument("--sets", default="aircompressor,bottles,fan,slider,stones")
+    ap.add_argument("--embedding-dim", type=int, default=128)
+    a = ap.parse_args()
+    study(a.dir, a.sets.split(","),
+          lambda _path, lines: scorers(lines[0][2].shape[1], a.embedding_dim))

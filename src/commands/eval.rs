@@ -50,32 +50,78 @@ pub struct Outputs<'a> {
     pub windows: Option<&'a Path>,
 }
 
-/// `eval --windows DIR`: the vector of every window a set's evaluation enrolled or
-/// scored (the model's output: the embedding, then the band profile when the model has
-/// one), so that scorers can be studied outside hark on exactly what hark scores. One
-/// JSON line per clip (or held-out piece): `part` (`enrol`, `test` or `held-out`),
-/// `label` (`normal`, `anomaly` or the twin's name), `file`, `piece` (index of a
-/// held-out piece within its file), `rows` (one array per window). Written atomically
-/// once the set is done.
+/// `eval --windows DIR`: every window a set's evaluation enrolled or scored, so that
+/// scorers and features can be studied outside hark on exactly what hark scores.
+///
+/// `windows_SET.jsonl` has one JSON line per clip (or held-out piece): `part`
+/// (`enrol`, `test` or `held-out`), `label` (`normal`, `anomaly` or the twin's name),
+/// `file`, `piece` (index of a held-out piece within its file), `rows` (per window the
+/// model's output: the embedding, then the band profile when the model has one).
+/// `windows_SET.mels` holds, in the same window order, each window's log-mel values
+/// (the network's input, dB, frame-major: `frames × n_mels` values) as little-endian
+/// f32. Both are written to temporary files and renamed once the set is done.
 pub(super) struct WindowLog {
     /// `None`: not asked for; every call is a no-op.
-    path: Option<PathBuf>,
-    text: String,
+    out: Option<LogFiles>,
+}
+
+struct LogFiles {
+    lines: Part,
+    mels: Part,
+}
+
+/// A file being written under a temporary name, renamed when complete.
+struct Part {
+    path: PathBuf,
+    tmp: PathBuf,
+    file: std::io::BufWriter<std::fs::File>,
+}
+
+impl Part {
+    fn create(path: PathBuf) -> anyhow::Result<Part> {
+        let mut tmp = path.clone().into_os_string();
+        tmp.push(".part");
+        let tmp = PathBuf::from(tmp);
+        let file = std::fs::File::create(&tmp)
+            .with_context(|| format!("{}: cannot create", tmp.display()))?;
+        Ok(Part {
+            path,
+            tmp,
+            file: std::io::BufWriter::new(file),
+        })
+    }
+
+    fn write(&mut self, bytes: &[u8]) -> anyhow::Result<()> {
+        use std::io::Write;
+        self.file
+            .write_all(bytes)
+            .with_context(|| format!("{}: cannot write", self.tmp.display()))
+    }
+
+    fn finish(self) -> anyhow::Result<()> {
+        let Part { path, tmp, file } = self;
+        file.into_inner()
+            .map_err(|e| e.into_error())
+            .and_then(|f| f.sync_all())
+            .and_then(|()| std::fs::rename(&tmp, &path))
+            .with_context(|| format!("{}: cannot write", path.display()))
+    }
 }
 
 impl WindowLog {
-    /// A log for `set`, written to `dir/windows_SET.jsonl` (with `suffix`, e.g.
-    /// `_holdout-halves`, before the extension); `None` logs nothing.
-    pub(super) fn new(dir: Option<&Path>, set: &str, suffix: &str) -> WindowLog {
-        WindowLog {
-            path: dir.map(|d| {
-                d.join(format!(
-                    "windows_{}{suffix}.jsonl",
-                    set.replace(['/', '\\'], "_")
-                ))
+    /// A log for `set` in `dir` (`windows_SET{suffix}.jsonl` and `.mels`; `suffix`
+    /// e.g. `_holdout-halves`); `None` logs nothing.
+    pub(super) fn new(dir: Option<&Path>, set: &str, suffix: &str) -> anyhow::Result<WindowLog> {
+        let Some(dir) = dir else {
+            return Ok(WindowLog { out: None });
+        };
+        let stem = format!("windows_{}{suffix}", set.replace(['/', '\\'], "_"));
+        Ok(WindowLog {
+            out: Some(LogFiles {
+                lines: Part::create(dir.join(format!("{stem}.jsonl")))?,
+                mels: Part::create(dir.join(format!("{stem}.mels")))?,
             }),
-            text: String::new(),
-        }
+        })
     }
 
     /// Records one clip's (or piece's) windows.
@@ -85,22 +131,30 @@ impl WindowLog {
         label: &str,
         file: &Path,
         piece: usize,
-        rows: &[Vec<f32>],
-    ) {
-        if self.path.is_some() {
-            let line = serde_json::json!({
-                "part": part, "label": label, "file": file.display().to_string(),
-                "piece": piece, "rows": rows,
-            });
-            self.text.push_str(&line.to_string());
-            self.text.push('\n');
+        windows: &Embedded,
+    ) -> anyhow::Result<()> {
+        let Some(out) = &mut self.out else {
+            return Ok(());
+        };
+        let line = serde_json::json!({
+            "part": part, "label": label, "file": file.display().to_string(),
+            "piece": piece, "rows": windows.rows,
+        });
+        out.lines.write(format!("{line}\n").as_bytes())?;
+        for mels in &windows.mels {
+            let bytes: Vec<u8> = mels.iter().flat_map(|v| v.to_le_bytes()).collect();
+            out.mels.write(&bytes)?;
         }
+        Ok(())
     }
 
-    /// Writes the file, replacing an older one only when complete.
+    /// Renames the files to their names, once complete.
     pub(super) fn save(self) -> anyhow::Result<()> {
-        match &self.path {
-            Some(path) => crate::fsutil::write_atomic(path, self.text.as_bytes()),
+        match self.out {
+            Some(out) => {
+                out.mels.finish()?;
+                out.lines.finish()
+            }
             None => Ok(()),
         }
     }
@@ -155,29 +209,42 @@ pub fn sets(dir: &Path) -> anyhow::Result<Vec<(String, PathBuf)>> {
 
 /// Embeddings and RMS level of a clip (channel 0), cut as the daemon would for the
 /// model's mode: sliding windows (padded to one if short), or one window per knock.
-fn clip_windows(embedder: &Embedder, path: &Path) -> anyhow::Result<(Vec<Vec<f32>>, f64)> {
+fn clip_windows(embedder: &Embedder, path: &Path) -> anyhow::Result<(Embedded, f64)> {
     let clip = Clip::read(path)?;
     let mono = clip.mono(Some(0));
-    let embeddings = audio_windows(embedder, &mono, clip.sample_rate_hz, path)?;
-    Ok((embeddings, crate::frontend::rms(&mono)))
+    let embedded = audio_windows(embedder, &mono, clip.sample_rate_hz, path)?;
+    Ok((embedded, crate::frontend::rms(&mono)))
 }
 
-/// The embeddings of mono audio at `rate` Hz, cut as [`clip_windows`] cuts a file;
-/// `path` names it in messages.
+/// The windows of a clip or piece: what the model made of each (what is scored), and
+/// the log-mel values it was made from.
+pub(super) struct Embedded {
+    /// Per window, the model's output ([`Embedder::embed`]).
+    pub rows: Vec<Vec<f32>>,
+    /// Per window, its `frames × n_mels` log-mel values, dB.
+    pub mels: Vec<Vec<f32>>,
+}
+
+/// The windows of mono audio at `rate` Hz, cut as [`clip_windows`] cuts a file, and
+/// what the model made of each; `path` names it in messages.
 pub(super) fn audio_windows(
     embedder: &Embedder,
     mono: &[f32],
     rate: u32,
     path: &Path,
-) -> anyhow::Result<Vec<Vec<f32>>> {
+) -> anyhow::Result<Embedded> {
     let meta = embedder.meta();
     let cut = super::offline::Cut::for_sets(&meta.mode);
     let windows = super::offline::windows(meta.front, cut, mono, rate, path)?;
     if windows.is_empty() {
         bail!("{}: no knock found for the tap model", path.display());
     }
-    super::offline::embed_windows(embedder, &windows)
-        .with_context(|| format!("{}: embedding failed", path.display()))
+    let rows = super::offline::embed_windows(embedder, &windows)
+        .with_context(|| format!("{}: embedding failed", path.display()))?;
+    Ok(Embedded {
+        rows,
+        mels: windows.into_iter().map(|w| w.mels).collect(),
+    })
 }
 
 /// A bank enrolled from `files`, as `hark enroll` would make it, and each file's log
@@ -191,10 +258,10 @@ pub(super) fn enrol(
     let (mut segments, mut levels) = (Vec::new(), Vec::new());
     for file in files {
         let (e, rms) = clip_windows(embedder, file)?;
-        log.add("enrol", "normal", file, 0, &e);
+        log.add("enrol", "normal", file, 0, &e)?;
         levels.push(log_level(rms));
         bar.inc(1);
-        segments.push(e);
+        segments.push(e.rows);
     }
     Ok((bank_of(embedder, segments)?, levels))
 }
@@ -280,8 +347,8 @@ pub(super) fn evaluate(
             file,
             0,
             &e,
-        );
-        let score = clip_score(&bank, &e);
+        )?;
+        let score = clip_score(&bank, &e.rows);
         // The peer's loudness baseline: distance of the clip's log level from the
         // training clips' mean, in standard deviations, whichever direction.
         let level = ((log_level(rms) - mu) / sd).abs();
@@ -367,7 +434,7 @@ pub fn run(
     let mut results = Vec::new();
     for (name, set) in all_sets {
         bar.set_message(name.clone());
-        let mut log = WindowLog::new(out.windows, &name, "");
+        let mut log = WindowLog::new(out.windows, &name, "")?;
         let r = evaluate(&embedder, &name, &set, &bar, &mut log)?;
         log.save()?;
         let Some(r) = r else {

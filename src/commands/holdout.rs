@@ -152,8 +152,8 @@ pub(super) fn holdout(
         let (chosen, rate) = pieces(file, marks, true)?;
         for (k, piece) in chosen {
             let windows = audio_windows(embedder, &piece, rate, file)?;
-            log.add("enrol", "normal", file, k, &windows);
-            segments.push(windows);
+            log.add("enrol", "normal", file, k, &windows)?;
+            segments.push(windows.rows);
         }
     }
     let bank = bank_of(embedder, segments)?;
@@ -167,13 +167,13 @@ pub(super) fn holdout(
         let (chosen, rate) = pieces(file, marks, false)?;
         for (k, piece) in chosen {
             let windows = audio_windows(embedder, &piece, rate, file)?;
-            log.add("held-out", "normal", file, k, &windows);
-            normal.push(clip_score(&bank, &windows));
+            log.add("held-out", "normal", file, k, &windows)?;
+            normal.push(clip_score(&bank, &windows.rows));
             for (twin, scores) in twins.iter().zip(&mut anomalies) {
                 let faulty = twin.apply(&piece, rate, &mut rng);
                 let windows = audio_windows(embedder, &faulty, rate, file)?;
-                log.add("held-out", twin.name(), file, k, &windows);
-                scores.push(clip_score(&bank, &windows));
+                log.add("held-out", twin.name(), file, k, &windows)?;
+                scores.push(clip_score(&bank, &windows.rows));
             }
         }
         bar.inc(1);
@@ -205,7 +205,7 @@ pub(super) fn run(
     for (name, set) in sets {
         bar.set_message(name.clone());
         let suffix = format!("_holdout-{}", h.split.name());
-        let mut log = WindowLog::new(out.windows, name, &suffix);
+        let mut log = WindowLog::new(out.windows, name, &suffix)?;
         let results = holdout(embedder, name, set, h, &bar, &mut log)?;
         log.save()?;
         for r in &results {

@@ -215,6 +215,14 @@ fn eval_on_a_real_set_reports_dcase_metrics() {
         let name = l["file"].as_str().unwrap().rsplit('/').next().unwrap();
         assert!(name.starts_with(l["label"].as_str().unwrap()), "{name}");
     }
+    // windows_fan.mels: each window's 64 × 64 log-mel values, in the same order; the
+    // profile's band means are their means over the frames.
+    let mels = std::fs::read(dir.path().join("windows/windows_fan.mels")).unwrap();
+    let mels: Vec<f32> = mels
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+        .collect();
+    let mut windows = mels.chunks_exact(64 * 64);
     for l in &lines {
         let rows = l["rows"].as_array().unwrap();
         assert!(!rows.is_empty(), "{}", l["file"]);
@@ -228,8 +236,18 @@ fn eval_on_a_real_set_reports_dcase_metrics() {
             assert_eq!(v.len(), 256);
             let norm = v[..128].iter().map(|x| x * x).sum::<f64>().sqrt();
             assert!((norm - 1.0).abs() < 1e-3, "{norm}");
+            let window = windows.next().expect("one mel window per row");
+            for band in [0, 31, 63] {
+                let frames = window.iter().skip(band).step_by(64);
+                let mean = frames.map(|&x| f64::from(x)).sum::<f64>() / 64.0;
+                assert!(
+                    (mean - v[128 + band]).abs() < 1e-2,
+                    "band {band}: {mean} vs {v:?}"
+                );
+            }
         }
     }
+    assert!(windows.next().is_none(), "as many mel windows as rows");
 }
 
 #[test]

@@ -1,0 +1,107 @@
+#!/usr/bin/env python3
+"""Does the time course inside a window carry what the band profile averages away?
+Reads the files of `hark eval --windows DIR` (with and without `--holdout`, as for
+scripts/scorer-study.py), including `windows_SET.mels` (each window's log-mel values),
+and scores every clip with hark's standardised nearest-window distance on:
+
+- `standardised (hark)`: the model's output (embedding, band means, band spreads; a
+  model without the band profile, such as the tap model, gives the embedding alone,
+  standardised here where hark would use cosine distance);
+- `+ log-mel values`: plus the window's log-mel values themselves (neighbouring bands
+  averaged in pairs: frames × n_mels / 2 values) as a third block;
+- `log-mel values alone`;
+- `+ modulation`: plus, per group of 4 neighbouring bands, the amplitude (dB) of the
+  band level's change over the window in octave bands of modulation rate (1, 2-3,
+  4-7, ... cycles per window): the band spread split by how fast the level moves.
+
+Each block weighs the same; a clip's score is the mean of its windows' scores.
+
+    scripts/time-course-study.py DIR [--sets aircompressor,bottles,fan,slider,stones]
+
+Needs numpy only.
+"""
+import argparse, importlib, os, sys
+import numpy as np
+
+study_mod = importlib.import_module("scorer-study")
+
+
+def octave_edges(frames):
+    """Bins of an rfft over `frames` values, DC left out: [1, 2), [2, 4), ..., last."""
+    top, edges, lo = frames // 2 + 1, [], 1
+    while lo < top:
+        edges.append((lo, min(2 * lo, top)))
+        lo *= 2
+    return edges
+
+
+def modulation(W):
+    """W: windows × frames × bands (dB) → windows × (octaves × band groups of 4)."""
+    n, frames, bands = W.shape
+    G = W.reshape(n, frames, bands // 4, 4).mean(3)
+    X = np.abs(np.fft.rfft(G - G.mean(1, keepdims=True), axis=1)) / frames
+    P = np.stack([np.sqrt((X[:, a:b] ** 2).sum(1)) for a, b in octave_edges(frames)], 1)
+    return 20 * np.log10(P + 1e-3).reshape(n, -1)
+
+
+def reader(emb, layout, n_mels_flag=None):
+    """Reads a windows file and its .mels; each row gets the pooled log-mel values and
+    the modulation block appended. `layout[path]` = (model output size, log-mel values)."""
+    def read(path):
+        lines = study_mod.read(path)
+        dim = lines[0][2].shape[1]
+        n_mels = (dim - emb) // 2 or n_mels_flag or 0
+        mels_path = path[: -len(".jsonl")] + ".mels"
+        try:
+            mels = np.fromfile(mels_path, dtype="<f4").astype(np.float64)
+        except OSError as e:
+            sys.exit(f"{mels_path}: cannot read: {e.strerror}")
+        windows = sum(len(r) for _, _, r in lines)
+        if n_mels <= 0 or windows == 0 or mels.size % (windows * n_mels):
+            sys.exit(f"{mels_path}: {mels.size} values do not make {windows} windows of "
+                     f"{n_mels} bands (written by another `hark eval --windows` run? "
+                     "a model without the band profile needs --n-mels)")
+        W = mels.reshape(windows, -1, n_mels)
+        raw = W.reshape(windows, W.shape[1], n_mels // 2, 2).mean(3).reshape(windows, -1)
+        layout[path] = (dim, raw.shape[1])
+        extra = np.concatenate([raw, modulation(W)], 1)
+        out, i = [], 0
+        for part, label, rows in lines:
+            out.append((part, label, np.concatenate([rows, extra[i:i + len(rows)]], 1)))
+            i += len(rows)
+        return out
+    return read
+
+
+def scorers(dim, emb, n_raw):
+    e, p = slice(0, emb), slice(emb, dim)
+    raw, mod = slice(dim, dim + n_raw), slice(dim + n_raw, None)
+    def near(groups):
+        def transform(E):
+            idx = np.r_[tuple(np.arange(E.shape[1])[g] for g in groups)]
+            stops = np.cumsum([len(np.arange(E.shape[1])[g]) for g in groups])
+            blocks = [slice(a, b) for a, b in zip(np.r_[0, stops[:-1]], stops)]
+            t = study_mod.scaled(E[:, idx], blocks)
+            return lambda X: t(X[:, idx])
+        return study_mod.by_nearest(transform)
+    out = [e, p] if dim > emb else [e]  # a model without the band profile: embedding only
+    return {
+        "standardised (hark)": near(out),
+        "+ log-mel values": near(out + [raw]),
+        "log-mel values alone": near([raw]),
+        "+ modulation": near(out + [mod]),
+    }
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("dir")
+    ap.add_argument("--sets", default="aircompressor,bottles,fan,slider,stones")
+    ap.add_argument("--embedding-dim", type=int, default=128)
+    ap.add_argument("--n-mels", type=int, default=None,
+                    help="mel bands of a model without the band profile (the tap model: 64)")
+    a = ap.parse_args()
+    layout = {}
+    study_mod.study(a.dir, a.sets.split(","),
+                    lambda path, _lines: scorers(layout[path][0], a.embedding_dim, layout[path][1]),
+                    reader=reader(a.embedding_dim, layout, a.n_mels))
