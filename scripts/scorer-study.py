@@ -6,6 +6,7 @@ band profile (`features = embedding+profile`), re-scores every clip with each sc
 below, and prints AUC / pAUC (p = 0.1, %) per set and the mean over the sets:
 
     scripts/scorer-study.py DIR [--sets aircompressor,bottles,fan,slider,stones]
+    scripts/scorer-study.py DIR --lead 'nearest + residual' [--rounds 1000]
 
 Every scorer enrols the same windows hark enrols and scores a clip as the mean of its
 windows' scores, as hark does. `standardised` is hark's own scorer (each value
@@ -27,6 +28,10 @@ interpolates ties a little differently). The others:
 - `level as one value`: the band means become their mean (the window's level, one
   value) and each band's difference from it (the shape), so a change of level
   counts once instead of once per band.
+
+`--lead SCORER` asks how sure a held-out lead is: it resamples the held-out pieces
+(each with its twins) and prints the 95 % interval of SCORER's lead over hark's
+scorer in the mean over the sets, per split.
 
 Needs numpy only.
 """
@@ -170,6 +175,62 @@ def evaluate(lines, fit, normal_part):
     return tuple(100 * np.mean([r[i] for r in results]) for i in (0, 1))
 
 
+def piece_scores(lines, fit):
+    """A held-out file's clip scores as a matrix: one row per held-out piece, its
+    normal score then each twin's (hark writes a piece's normal line, then its twins)."""
+    E = np.concatenate([r for p, _, r in lines if p == "enrol"])
+    score = fit(E)
+    rows, twins = [], sorted({lab for p, lab, _ in lines if p == "held-out"} - {"normal"})
+    for p, lab, r in lines:
+        if p != "held-out":
+            continue
+        if lab == "normal":
+            rows.append({})
+        rows[-1][lab] = float(score(r).mean())
+    return np.array([[row["normal"]] + [row[t] for t in twins] for row in rows])
+
+
+def lead(directory, sets, scorers_of, name, rounds, reader=read, seed=0):
+    """Bootstrap over held-out pieces (a piece and its twins move together): the
+    interval of scorer `name`'s lead over hark's in the mean over sets of the mean over
+    twins, AUC and pAUC, per held-out split."""
+    rng = np.random.default_rng(seed)
+    for split in ("interleaved", "halves"):
+        per_set = []
+        for s in sets:
+            path = os.path.join(directory, f"windows_{s}_holdout-{split}.jsonl")
+            if not os.path.exists(path):
+                continue
+            lines = reader(path)
+            fits = scorers_of(path, lines)
+            if name not in fits:
+                sys.exit(f"no scorer {name!r}; there are: {', '.join(fits)}")
+            per_set.append([piece_scores(lines, fits[k]) for k in ("standardised (hark)", name)])
+        if not per_set:
+            continue
+
+        def mean_metrics(pick):
+            out = np.zeros((2, 2))  # scorer × (AUC, pAUC)
+            for (base, other), idx in zip(per_set, pick):
+                for j, m in enumerate((base[idx], other[idx])):
+                    n = len(m)
+                    y = np.r_[np.zeros(n), np.ones(n)]
+                    vals = [(auc(y, np.r_[m[:, 0], m[:, t]]), pauc(y, np.r_[m[:, 0], m[:, t]]))
+                            for t in range(1, m.shape[1])]
+                    out[j] += np.mean(vals, 0) / len(per_set)
+            return 100 * (out[1] - out[0])
+
+        full = mean_metrics([np.arange(len(b)) for b, _ in per_set])
+        draws = np.array([mean_metrics([rng.integers(0, len(b), len(b)) for b, _ in per_set])
+                          for _ in range(rounds)])
+        lo, hi = np.percentile(draws, [2.5, 97.5], axis=0)
+        below = 100 * (draws < 0).mean(0)
+        print(f"{split}: lead of {name!r} over hark, mean of {len(per_set)} sets, "
+              f"{rounds} resamples of held-out pieces: "
+              f"AUC {full[0]:+.2f} [{lo[0]:+.2f}, {hi[0]:+.2f}] (below in {below[0]:.0f} %), "
+              f"pAUC {full[1]:+.2f} [{lo[1]:+.2f}, {hi[1]:+.2f}] (below in {below[1]:.0f} %)")
+
+
 def study(directory, sets, scorers_of, columns=None, reader=read):
     """Per column (test/, held-out interleaved, held-out halves) a markdown table: one
     row per scorer, AUC / pAUC per set and the mean. `scorers_of(path, lines)` gives
@@ -208,6 +269,12 @@ if __name__ == "__main__":
     ap.add_argument("dir")
     ap.add_argument("--sets", default="aircompressor,bottles,fan,slider,stones")
     ap.add_argument("--embedding-dim", type=int, default=128)
+    ap.add_argument("--lead", metavar="SCORER",
+                    help="instead of the tables: the bootstrap interval of SCORER's held-out lead over hark's")
+    ap.add_argument("--rounds", type=int, default=1000)
     a = ap.parse_args()
-    study(a.dir, a.sets.split(","),
-          lambda _path, lines: scorers(lines[0][2].shape[1], a.embedding_dim))
+    of = lambda _path, lines: scorers(lines[0][2].shape[1], a.embedding_dim)
+    if a.lead:
+        lead(a.dir, a.sets.split(","), of, a.lead, a.rounds)
+    else:
+        study(a.dir, a.sets.split(","), of)

@@ -17,6 +17,7 @@ and scores every clip with hark's standardised nearest-window distance on:
 Each block weighs the same; a clip's score is the mean of its windows' scores.
 
     scripts/time-course-study.py DIR [--sets aircompressor,bottles,fan,slider,stones]
+    scripts/time-course-study.py DIR --lead '+ modulation' [--rounds 1000]
 
 Needs numpy only.
 """
@@ -100,8 +101,14 @@ if __name__ == "__main__":
     ap.add_argument("--embedding-dim", type=int, default=128)
     ap.add_argument("--n-mels", type=int, default=None,
                     help="mel bands of a model without the band profile (the tap model: 64)")
+    ap.add_argument("--lead", metavar="FEATURES",
+                    help="instead of the tables: the bootstrap interval of a row's held-out lead over hark's")
+    ap.add_argument("--rounds", type=int, default=1000)
     a = ap.parse_args()
     layout = {}
-    study_mod.study(a.dir, a.sets.split(","),
-                    lambda path, _lines: scorers(layout[path][0], a.embedding_dim, layout[path][1]),
-                    reader=reader(a.embedding_dim, layout, a.n_mels))
+    of = lambda path, _lines: scorers(layout[path][0], a.embedding_dim, layout[path][1])
+    read = reader(a.embedding_dim, layout, a.n_mels)
+    if a.lead:
+        study_mod.lead(a.dir, a.sets.split(","), of, a.lead, a.rounds, reader=read)
+    else:
+        study_mod.study(a.dir, a.sets.split(","), of, reader=read)
