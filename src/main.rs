@@ -20,6 +20,7 @@ fn main() -> ExitCode {
     }
     match hark::commands::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if hark::commands::is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             // `{:#}` joins the context chain on one line: "file: key = value: why".
             eprintln!("hark: error: {e:#}");

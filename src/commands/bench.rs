@@ -178,7 +178,7 @@ pub fn run(o: &Options, as_json: bool) -> anyhow::Result<()> {
 
     for r in rows {
         if as_json {
-            println!("{r}");
+            outln!("{r}")?;
         } else {
             let stage = r["stage"].as_str().unwrap_or("");
             let mut rest: Vec<String> = r
@@ -192,7 +192,7 @@ pub fn run(o: &Options, as_json: bool) -> anyhow::Result<()> {
                 })
                 .collect();
             rest.sort();
-            println!("{stage:<22} {}", rest.join("  "));
+            outln!("{stage:<22} {}", rest.join("  "))?;
         }
     }
     Ok(())

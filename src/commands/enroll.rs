@@ -128,7 +128,7 @@ fn save(
         embedder.hash(),
     )?;
     bank.save(out)?;
-    println!(
+    outln!(
         "wrote {}: {} embeddings from {} windows, threshold {:.5} (normal scores: mean {:.5}, max {:.5})",
         out.display(),
         bank.len(),
@@ -136,6 +136,6 @@ fn save(
         bank.calibration.threshold,
         bank.calibration.score_mean,
         bank.calibration.score_max
-    );
+    )?;
     Ok(())
 }

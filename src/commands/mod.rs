@@ -1,5 +1,23 @@
 //! The command line of DESIGN.md and one module per command.
 
+/// `println!` that returns the write's error instead of panicking: when the reader of
+/// a pipe goes away (`hark status --json | head -1`), the command ends with a broken
+/// pipe error, which `main` turns into a quiet exit ([`is_broken_pipe`]).
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($arg)*)
+    }};
+}
+
+/// `print!` that returns the write's error: see [`outln!`].
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        write!(std::io::stdout().lock(), $($arg)*)
+    }};
+}
+
 mod bench;
 mod enroll;
 mod eval;
@@ -12,6 +30,16 @@ mod record;
 mod score;
 mod status;
 mod train;
+
+/// Whether a command failed only because stdout's reader went away (`hark … | head`):
+/// what it was asked for was cut short by its reader, not by a fault, so the binary
+/// ends quietly with success, as ripgrep does.
+pub fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -268,11 +296,11 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             init_logging("warn");
             let devices = crate::devices::list()?;
             if devices.is_empty() && !json {
-                println!("no input devices found");
+                outln!("no input devices found")?;
             }
             for d in devices {
                 if json {
-                    println!("{}", serde_json::to_string(&d)?);
+                    outln!("{}", serde_json::to_string(&d)?)?;
                 } else {
                     let rates: Vec<String> = d
                         .sample_rates
@@ -285,14 +313,14 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                             }
                         })
                         .collect();
-                    println!(
+                    outln!(
                         "{}{}\n    name: {}\n    channels: {:?}  rates (Hz): {}",
                         d.id,
                         if d.default { "  (default)" } else { "" },
                         d.name,
                         d.channels,
                         rates.join(", ")
-                    );
+                    )?;
                 }
             }
             Ok(())
@@ -455,7 +483,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::InitModel { seed, out, front } => {
             let meta = front.meta(&format!("fixed-seed {seed} (untrained)"))?;
             crate::model::init_fixed_seed(&meta, seed, &out)?;
-            println!("wrote {} (seed {seed})", out.display());
+            outln!("wrote {} (seed {seed})", out.display())?;
             Ok(())
         }
     }

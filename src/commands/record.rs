@@ -123,10 +123,10 @@ pub fn run(
     })?;
     crate::wav::write_mono_i16(out, rate, &samples)
         .with_context(|| format!("--out {}", out.display()))?;
-    println!(
+    outln!(
         "wrote {} ({:.1} s at {rate} Hz)",
         out.display(),
         samples.len() as f64 / rate as f64
-    );
+    )?;
     Ok(())
 }

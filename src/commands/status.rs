@@ -351,12 +351,12 @@ pub fn run(config: &Path, json: bool, timeout: Duration) -> anyhow::Result<()> {
     let availability = status.availability.as_deref();
     if json {
         for (name, s) in &status.sources {
-            println!("{}", source_json(&cfg.node, availability, name, s));
+            outln!("{}", source_json(&cfg.node, availability, name, s))?;
         }
         return Ok(());
     }
     let (host, port) = broker_address(&cfg.mqtt);
-    println!(
+    outln!(
         "node {} on {host}:{port} (prefix {}): {}",
         cfg.node,
         cfg.mqtt.prefix,
@@ -364,12 +364,12 @@ pub fn run(config: &Path, json: bool, timeout: Duration) -> anyhow::Result<()> {
             Some(a) => a.to_string(),
             None => "availability unknown (nothing retained)".to_string(),
         }
-    );
+    )?;
     if status.sources.is_empty() {
-        println!("no sources configured or retained");
+        outln!("no sources configured or retained")?;
     }
     for (name, s) in &status.sources {
-        print!("\n{}", source_text(name, s));
+        out!("\n{}", source_text(name, s))?;
     }
     Ok(())
 }

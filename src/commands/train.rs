@@ -226,13 +226,13 @@ pub fn run(o: &Options) -> anyhow::Result<()> {
     let k = (losses.len() / 4).clamp(1, 10);
     let first = losses.iter().take(k).sum::<f32>() / k as f32;
     let last = losses.iter().rev().take(k).sum::<f32>() / k as f32;
-    println!(
+    outln!(
         "wrote {}: loss {first:.3} -> {last:.3} over {} steps, {:.0} s in all ({:.0} s training)",
         o.out.display(),
         losses.len(),
         started.elapsed().as_secs_f64(),
         t_train.elapsed().as_secs_f64()
-    );
+    )?;
     Ok(())
 }
 

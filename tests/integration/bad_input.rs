@@ -264,3 +264,25 @@ fn failed_enrolment_leaves_the_old_bank_and_no_partial_file() {
         .collect();
     assert_eq!(leftovers.len(), 2, "no temp files: {leftovers:?}");
 }
+
+#[test]
+fn a_reader_that_goes_away_ends_the_command_quietly() {
+    // `hark … | head -1`: the reader closes the pipe before hark prints. hark stops
+    // writing, without a panic or an error line, and what it saved stays saved.
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("m.safetensors");
+    let mut child = hark()
+        .args(["init-model", "--seed", "5", "--out"])
+        .arg(&out)
+        .env("RUST_BACKTRACE", "1")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let done = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&done.stderr);
+    assert!(done.status.success(), "{:?}: {stderr}", done.status);
+    assert!(stderr.trim().is_empty(), "{stderr}");
+    assert!(hark::model::Embedder::load(&out).is_ok());
+}
