@@ -69,12 +69,12 @@ def blocks_of(dim, emb):
 def scaled(E, groups, floor=0.1):
     """hark's standardisation (src/bank/mod.rs, Scaling::fit): centre, divide by each
     value's spread (at least `floor` × its group's mean spread), each group weighing
-    the same."""
+    the same; values in no group are left out."""
     c, sd = E.mean(0), E.std(0)
     s = np.zeros(E.shape[1])
     for g in groups:
         fl = max(sd[g].mean() * floor, 1e-6)
-        s[g] = 1 / np.sqrt((g.stop - g.start) * len(groups)) / np.maximum(sd[g], fl)
+        s[g] = 1 / np.sqrt(sd[g].size * len(groups)) / np.maximum(sd[g], fl)
     return lambda X: (X - c) * s
 
 

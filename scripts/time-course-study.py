@@ -77,14 +77,7 @@ def reader(emb, layout, n_mels_flag=None):
 def scorers(dim, emb, n_raw):
     e, p = slice(0, emb), slice(emb, dim)
     raw, mod = slice(dim, dim + n_raw), slice(dim + n_raw, None)
-    def near(groups):
-        def transform(E):
-            idx = np.r_[tuple(np.arange(E.shape[1])[g] for g in groups)]
-            stops = np.cumsum([len(np.arange(E.shape[1])[g]) for g in groups])
-            blocks = [slice(a, b) for a, b in zip(np.r_[0, stops[:-1]], stops)]
-            t = study_mod.scaled(E[:, idx], blocks)
-            return lambda X: t(X[:, idx])
-        return study_mod.by_nearest(transform)
+    near = lambda groups: study_mod.by_nearest(lambda E: study_mod.scaled(E, groups))
     out = [e, p] if dim > emb else [e]  # a model without the band profile: embedding only
     return {
         "standardised (hark)": near(out),

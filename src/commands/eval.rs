@@ -10,6 +10,7 @@ use anyhow::{Context, bail};
 
 use super::progress::{self, Bar, Unit};
 use crate::bank::{NormalBank, Origin};
+use crate::fsutil::AtomicFile;
 use crate::inference::MAX_BANK;
 use crate::metrics::{auc, pauc};
 use crate::model::Embedder;
@@ -59,53 +60,10 @@ pub struct Outputs<'a> {
 /// model's output: the embedding, then the band profile when the model has one).
 /// `windows_SET.mels` holds, in the same window order, each window's log-mel values
 /// (the network's input, dB, frame-major: `frames × n_mels` values) as little-endian
-/// f32. Both are written to temporary files and renamed once the set is done.
+/// f32. Both appear once the set is done ([`AtomicFile`]).
 pub(super) struct WindowLog {
-    /// `None`: not asked for; every call is a no-op.
-    out: Option<LogFiles>,
-}
-
-struct LogFiles {
-    lines: Part,
-    mels: Part,
-}
-
-/// A file being written under a temporary name, renamed when complete.
-struct Part {
-    path: PathBuf,
-    tmp: PathBuf,
-    file: std::io::BufWriter<std::fs::File>,
-}
-
-impl Part {
-    fn create(path: PathBuf) -> anyhow::Result<Part> {
-        let mut tmp = path.clone().into_os_string();
-        tmp.push(".part");
-        let tmp = PathBuf::from(tmp);
-        let file = std::fs::File::create(&tmp)
-            .with_context(|| format!("{}: cannot create", tmp.display()))?;
-        Ok(Part {
-            path,
-            tmp,
-            file: std::io::BufWriter::new(file),
-        })
-    }
-
-    fn write(&mut self, bytes: &[u8]) -> anyhow::Result<()> {
-        use std::io::Write;
-        self.file
-            .write_all(bytes)
-            .with_context(|| format!("{}: cannot write", self.tmp.display()))
-    }
-
-    fn finish(self) -> anyhow::Result<()> {
-        let Part { path, tmp, file } = self;
-        file.into_inner()
-            .map_err(|e| e.into_error())
-            .and_then(|f| f.sync_all())
-            .and_then(|()| std::fs::rename(&tmp, &path))
-            .with_context(|| format!("{}: cannot write", path.display()))
-    }
+    /// The `.jsonl` and the `.mels` file; `None`: not asked for, every call is a no-op.
+    out: Option<(AtomicFile, AtomicFile)>,
 }
 
 impl WindowLog {
@@ -115,12 +73,12 @@ impl WindowLog {
         let Some(dir) = dir else {
             return Ok(WindowLog { out: None });
         };
-        let stem = format!("windows_{}{suffix}", set.replace(['/', '\\'], "_"));
+        let stem = format!("windows_{}{suffix}", set_file_name(set));
         Ok(WindowLog {
-            out: Some(LogFiles {
-                lines: Part::create(dir.join(format!("{stem}.jsonl")))?,
-                mels: Part::create(dir.join(format!("{stem}.mels")))?,
-            }),
+            out: Some((
+                AtomicFile::create(&dir.join(format!("{stem}.jsonl")))?,
+                AtomicFile::create(&dir.join(format!("{stem}.mels")))?,
+            )),
         })
     }
 
@@ -133,27 +91,27 @@ impl WindowLog {
         piece: usize,
         windows: &Embedded,
     ) -> anyhow::Result<()> {
-        let Some(out) = &mut self.out else {
+        let Some((lines, mels_file)) = &mut self.out else {
             return Ok(());
         };
         let line = serde_json::json!({
             "part": part, "label": label, "file": file.display().to_string(),
             "piece": piece, "rows": windows.rows,
         });
-        out.lines.write(format!("{line}\n").as_bytes())?;
+        lines.write_all(format!("{line}\n").as_bytes())?;
         for mels in &windows.mels {
             let bytes: Vec<u8> = mels.iter().flat_map(|v| v.to_le_bytes()).collect();
-            out.mels.write(&bytes)?;
+            mels_file.write_all(&bytes)?;
         }
         Ok(())
     }
 
-    /// Renames the files to their names, once complete.
+    /// Puts the files in place, once complete.
     pub(super) fn save(self) -> anyhow::Result<()> {
         match self.out {
-            Some(out) => {
-                out.mels.finish()?;
-                out.lines.finish()
+            Some((lines, mels)) => {
+                mels.commit()?;
+                lines.commit()
             }
             None => Ok(()),
         }
@@ -379,10 +337,12 @@ pub(super) fn evaluate(
 /// The file `eval --scores DIR` writes for a set: `anomaly_score_SET.csv` (a nested
 /// set's `/` becomes `_`), as DCASE submissions name theirs.
 pub fn scores_file(dir: &Path, set: &str) -> PathBuf {
-    dir.join(format!(
-        "anomaly_score_{}.csv",
-        set.replace(['/', '\\'], "_")
-    ))
+    dir.join(format!("anomaly_score_{}.csv", set_file_name(set)))
+}
+
+/// A set's name as part of a file name: a nested set's `/` becomes `_`.
+fn set_file_name(set: &str) -> String {
+    set.replace(['/', '\\'], "_")
 }
 
 /// Writes a set's clip scores, one `file name,score` line per clip (no header, as

@@ -31,16 +31,6 @@ mod score;
 mod status;
 mod train;
 
-/// Whether a command failed only because stdout's reader went away (`hark … | head`):
-/// what it was asked for was cut short by its reader, not by a fault, so the binary
-/// ends quietly with success, as ripgrep does.
-pub fn is_broken_pipe(e: &anyhow::Error) -> bool {
-    e.chain().any(|c| {
-        c.downcast_ref::<std::io::Error>()
-            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
-    })
-}
-
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -223,10 +213,10 @@ pub enum Command {
         /// DCASE submission layout (`anomaly_score_SET.csv`: file name, score).
         #[arg(long)]
         scores: Option<PathBuf>,
-        /// Also write every enrolled and scored window's vector (the model's output) to
-        /// this folder, one JSON-lines file per set (`windows_SET.jsonl`; with
-        /// --holdout `windows_SET_holdout-SPLIT.jsonl`), for studying scorers outside
-        /// hark (scripts/scorer-study.py).
+        /// Also write every enrolled and scored window to this folder, per set: its
+        /// vector (the model's output) in `windows_SET.jsonl` and its log-mel values in
+        /// `windows_SET.mels` (with --holdout `windows_SET_holdout-SPLIT.*`), for
+        /// studying scorers outside hark (scripts/scorer-study.py).
         #[arg(long)]
         windows: Option<PathBuf>,
     },
@@ -274,6 +264,16 @@ pub enum Command {
         #[command(flatten)]
         front: geometry::FrontEndArgs,
     },
+}
+
+/// Whether a command failed only because stdout's reader went away (`hark … | head`):
+/// what it was asked for was cut short by its reader, not by a fault, so the binary
+/// ends quietly with success, as ripgrep does.
+pub fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 /// Runs one command.
