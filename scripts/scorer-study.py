@@ -27,7 +27,9 @@ interpolates ties a little differently). The others:
   are sorted (which bands ring is dropped; how peaked the spectrum is stays);
 - `level as one value`: the band means become their mean (the window's level, one
   value) and each band's difference from it (the shape), so a change of level
-  counts once instead of once per band.
+  counts once instead of once per band;
+- `embedding only`, `profile only`: hark's scorer on one of its two blocks (what
+  each block adds to the other).
 
 `--lead SCORER` asks how sure a held-out lead is: it resamples the held-out pieces
 (each with its twins) and prints the 95 % interval of SCORER's lead over hark's
@@ -154,6 +156,8 @@ def scorers(dim, emb):
         "nearest + residual": both(by_nearest(std), residual_of(std)),
         "sorted profile": sorted_profile(emb),
         "level as one value": level_apart(emb),
+        "embedding only": by_nearest(lambda E: scaled(E, [e])),
+        "profile only": by_nearest(lambda E: scaled(E, two[1:])),
     }
 
 

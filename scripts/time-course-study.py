@@ -12,7 +12,10 @@ and scores every clip with hark's standardised nearest-window distance on:
 - `log-mel values alone`;
 - `+ modulation`: plus, per group of 4 neighbouring bands, the amplitude (dB) of the
   band level's change over the window in octave bands of modulation rate (1, 2-3,
-  4-7, ... cycles per window): the band spread split by how fast the level moves.
+  4-7, ... cycles per window): the band spread split by how fast the level moves;
+- `three blocks + modulation, nearest + residual`: the union of the changes that
+  each led held out (scripts/scorer-study.py's `three blocks` and `nearest +
+  residual`, with the modulation block).
 
 Each block weighs the same; a clip's score is the mean of its windows' scores.
 
@@ -79,12 +82,18 @@ def scorers(dim, emb, n_raw):
     raw, mod = slice(dim, dim + n_raw), slice(dim + n_raw, None)
     near = lambda groups: study_mod.by_nearest(lambda E: study_mod.scaled(E, groups))
     out = [e, p] if dim > emb else [e]  # a model without the band profile: embedding only
-    return {
+    rows = {
         "standardised (hark)": near(out),
         "+ log-mel values": near(out + [raw]),
         "log-mel values alone": near([raw]),
         "+ modulation": near(out + [mod]),
     }
+    if dim > emb:
+        _, m, s = study_mod.blocks_of(dim, emb)
+        union = lambda E: study_mod.scaled(E, [e, m, s, mod])
+        rows["three blocks + modulation, nearest + residual"] = study_mod.both(
+            study_mod.by_nearest(union), study_mod.residual_of(union))
+    return rows
 
 
 if __name__ == "__main__":
