@@ -146,7 +146,8 @@ def level_apart(emb):
 
 def scorers(dim, emb):
     e, m, s = blocks_of(dim, emb)
-    two, three = [e, slice(m.start, s.stop)], [e, m, s]
+    profile = slice(m.start, s.stop)
+    two, three = [e, profile], [e, m, s]
     std = lambda E: scaled(E, two)
     return {
         "standardised (hark)": by_nearest(std),
@@ -157,7 +158,7 @@ def scorers(dim, emb):
         "sorted profile": sorted_profile(emb),
         "level as one value": level_apart(emb),
         "embedding only": by_nearest(lambda E: scaled(E, [e])),
-        "profile only": by_nearest(lambda E: scaled(E, two[1:])),
+        "profile only": by_nearest(lambda E: scaled(E, [profile])),
     }
 
 
@@ -219,8 +220,8 @@ def lead(directory, sets, scorers_of, name, rounds, reader=read, seed=0):
                 for j, m in enumerate((base[idx], other[idx])):
                     n = len(m)
                     y = np.r_[np.zeros(n), np.ones(n)]
-                    vals = [(auc(y, np.r_[m[:, 0], m[:, t]]), pauc(y, np.r_[m[:, 0], m[:, t]]))
-                            for t in range(1, m.shape[1])]
+                    pairs = (np.r_[m[:, 0], m[:, t]] for t in range(1, m.shape[1]))
+                    vals = [(auc(y, x), pauc(y, x)) for x in pairs]
                     out[j] += np.mean(vals, 0) / len(per_set)
             return 100 * (out[1] - out[0])
 
