@@ -7,6 +7,7 @@ below, and prints AUC / pAUC (p = 0.1, %) per set and the mean over the sets:
 
     scripts/scorer-study.py DIR [--sets aircompressor,bottles,fan,slider,stones]
     scripts/scorer-study.py DIR --lead 'nearest + residual' [--rounds 1000]
+    scripts/scorer-study.py DIR --twins louder   # held out: only these twins
 
 Every scorer enrols the same windows hark enrols and scores a clip as the mean of its
 windows' scores, as hark does. `standardised` is hark's own scorer (each value
@@ -162,15 +163,27 @@ def scorers(dim, emb):
     }
 
 
-def evaluate(lines, fit, normal_part):
-    """AUC, pAUC of a windows file: mean over twins for a held-out file."""
+def kept(twins, only):
+    """The twins of a held-out file that `--twins` keeps (all when `only` is None)."""
+    if only is None:
+        return twins
+    missing = set(only) - set(twins)
+    if missing:
+        sys.exit(f"no twin {', '.join(sorted(missing))} in the windows; there are: {', '.join(twins)}")
+    return [t for t in twins if t in only]
+
+
+def evaluate(lines, fit, normal_part, only=None):
+    """AUC, pAUC of a windows file: mean over twins (those in `only`, if given) for a
+    held-out file."""
     E = np.concatenate([r for p, _, r in lines if p == "enrol"])
     score = fit(E)
     clip = lambda r: float(score(r).mean())
     scored = [(lab, clip(r)) for p, lab, r in lines if p == normal_part]
     normal = [s for lab, s in scored if lab == "normal"]
     results = []
-    for kind in sorted({lab for lab, _ in scored} - {"normal"}):
+    kinds = sorted({lab for lab, _ in scored} - {"normal"})
+    for kind in kinds if normal_part == "test" else kept(kinds, only):
         bad = [s for lab, s in scored if lab == kind]
         y = np.r_[np.zeros(len(normal)), np.ones(len(bad))]
         x = np.r_[normal, bad]
@@ -180,12 +193,13 @@ def evaluate(lines, fit, normal_part):
     return tuple(100 * np.mean([r[i] for r in results]) for i in (0, 1))
 
 
-def piece_scores(lines, fit):
+def piece_scores(lines, fit, only=None):
     """A held-out file's clip scores as a matrix: one row per held-out piece, its
     normal score then each twin's (hark writes a piece's normal line, then its twins)."""
     E = np.concatenate([r for p, _, r in lines if p == "enrol"])
     score = fit(E)
     rows, twins = [], sorted({lab for p, lab, _ in lines if p == "held-out"} - {"normal"})
+    twins = kept(twins, only)
     for p, lab, r in lines:
         if p != "held-out":
             continue
@@ -195,7 +209,7 @@ def piece_scores(lines, fit):
     return np.array([[row["normal"]] + [row[t] for t in twins] for row in rows])
 
 
-def lead(directory, sets, scorers_of, name, rounds, reader=read, seed=0):
+def lead(directory, sets, scorers_of, name, rounds, reader=read, seed=0, only=None):
     """Bootstrap over held-out pieces (a piece and its twins move together): the
     interval of scorer `name`'s lead over hark's in the mean over sets of the mean over
     twins, AUC and pAUC, per held-out split."""
@@ -210,7 +224,8 @@ def lead(directory, sets, scorers_of, name, rounds, reader=read, seed=0):
             fits = scorers_of(path, lines)
             if name not in fits:
                 sys.exit(f"no scorer {name!r}; there are: {', '.join(fits)}")
-            per_set.append([piece_scores(lines, fits[k]) for k in ("standardised (hark)", name)])
+            per_set.append([piece_scores(lines, fits[k], only)
+                            for k in ("standardised (hark)", name)])
         if not per_set:
             continue
 
@@ -236,7 +251,7 @@ def lead(directory, sets, scorers_of, name, rounds, reader=read, seed=0):
               f"pAUC {full[1]:+.2f} [{lo[1]:+.2f}, {hi[1]:+.2f}] (below in {below[1]:.0f} %)")
 
 
-def study(directory, sets, scorers_of, columns=None, reader=read):
+def study(directory, sets, scorers_of, columns=None, reader=read, only=None):
     """Per column (test/, held-out interleaved, held-out halves) a markdown table: one
     row per scorer, AUC / pAUC per set and the mean. `scorers_of(path, lines)` gives
     the scorers for one windows file, `reader(path)` its lines."""
@@ -250,7 +265,7 @@ def study(directory, sets, scorers_of, columns=None, reader=read):
                 continue
             lines = reader(path)
             for scorer, fit in scorers_of(path, lines).items():
-                r = evaluate(lines, fit, part)
+                r = evaluate(lines, fit, part, only)
                 if r:
                     table.setdefault(scorer, {}).setdefault(col, {})[name] = r
     if not table:
@@ -277,9 +292,12 @@ if __name__ == "__main__":
     ap.add_argument("--lead", metavar="SCORER",
                     help="instead of the tables: the bootstrap interval of SCORER's held-out lead over hark's")
     ap.add_argument("--rounds", type=int, default=1000)
+    ap.add_argument("--twins", metavar="NAMES",
+                    help="held out, only these twins (comma-separated, e.g. louder)")
     a = ap.parse_args()
+    only = a.twins.split(",") if a.twins else None
     of = lambda _path, lines: scorers(lines[0][2].shape[1], a.embedding_dim)
     if a.lead:
-        lead(a.dir, a.sets.split(","), of, a.lead, a.rounds)
+        lead(a.dir, a.sets.split(","), of, a.lead, a.rounds, only=only)
     else:
-        study(a.dir, a.sets.split(","), of)
+        study(a.dir, a.sets.split(","), of, only=only)

@@ -21,6 +21,7 @@ Each block weighs the same; a clip's score is the mean of its windows' scores.
 
     scripts/time-course-study.py DIR [--sets aircompressor,bottles,fan,slider,stones]
     scripts/time-course-study.py DIR --lead '+ modulation' [--rounds 1000]
+    scripts/time-course-study.py DIR --twins louder   # held out: only these twins
 
 Needs numpy only.
 """
@@ -106,11 +107,14 @@ if __name__ == "__main__":
     ap.add_argument("--lead", metavar="FEATURES",
                     help="instead of the tables: the bootstrap interval of a row's held-out lead over hark's")
     ap.add_argument("--rounds", type=int, default=1000)
+    ap.add_argument("--twins", metavar="NAMES",
+                    help="held out, only these twins (comma-separated, e.g. louder)")
     a = ap.parse_args()
+    only = a.twins.split(",") if a.twins else None
     layout = {}
     of = lambda path, _lines: scorers(layout[path][0], a.embedding_dim, layout[path][1])
     read = reader(a.embedding_dim, layout, a.n_mels)
     if a.lead:
-        study_mod.lead(a.dir, a.sets.split(","), of, a.lead, a.rounds, reader=read)
+        study_mod.lead(a.dir, a.sets.split(","), of, a.lead, a.rounds, reader=read, only=only)
     else:
-        study_mod.study(a.dir, a.sets.split(","), of, reader=read)
+        study_mod.study(a.dir, a.sets.split(","), of, reader=read, only=only)

@@ -29,6 +29,11 @@ pub enum Twin {
     /// The ring dies away fast after the loudest sample: a crack or a porous body
     /// damps what a sound board, bottle or stone would let ring (knocks).
     Damped,
+    /// The whole sound 6 dB louder, clipped at full scale: a machine working harder.
+    /// A doubled amplitude is trend monitoring's usual alert. Only `eval --holdout`
+    /// applies it ([`Twin::check`]), so that choosing a scorer there cannot favour
+    /// one that ignores loudness; training does not, so the shipped model is the same.
+    Louder,
 }
 
 impl Twin {
@@ -45,6 +50,18 @@ impl Twin {
     /// (damped), a new resonance appears (band), something buzzes (rattle).
     pub const KNOCK: [Twin; 4] = [Twin::Pitch, Twin::Damped, Twin::Band, Twin::Rattle];
 
+    /// What `eval --holdout` applies to a running machine's held-out clips: every
+    /// training defect, then [`Twin::Louder`] (last, so it leaves the others' random
+    /// draws as they were).
+    pub const CHECK: [Twin; 6] = [
+        Twin::Pitch,
+        Twin::Clicks,
+        Twin::Hum,
+        Twin::Band,
+        Twin::Rattle,
+        Twin::Louder,
+    ];
+
     /// Lower-case name, as reports print it.
     pub fn name(self) -> &'static str {
         match self {
@@ -54,6 +71,7 @@ impl Twin {
             Twin::Band => "band",
             Twin::Rattle => "rattle",
             Twin::Damped => "damped",
+            Twin::Louder => "louder",
         }
     }
 
@@ -62,6 +80,16 @@ impl Twin {
         match mode {
             "tap" => &Twin::KNOCK,
             _ => &Twin::ALL,
+        }
+    }
+
+    /// The twins `eval --holdout` applies for a model's mode: the training ones, and
+    /// for a running machine [`Twin::Louder`] too. A knock's loudness is the hand's
+    /// force, not the object's state, so a tap model is checked without it.
+    pub fn check(mode: &str) -> &'static [Twin] {
+        match mode {
+            "tap" => &Twin::KNOCK,
+            _ => &Twin::CHECK,
         }
     }
 
@@ -145,6 +173,7 @@ impl Twin {
                     .map(|(i, v)| v * (-(i.saturating_sub(peak) as f32) / tau).exp())
                     .collect()
             }
+            Twin::Louder => x.iter().map(|v| (2.0 * v).clamp(-1.0, 1.0)).collect(),
             Twin::Rattle => {
                 let rate_hz = 10.0 + 20.0 * rng.uniform() as f32;
                 x.iter()
@@ -546,5 +575,22 @@ mod tests {
         );
         assert_eq!(Twin::for_mode("tap"), &Twin::KNOCK);
         assert_eq!(Twin::for_mode("continuous"), &Twin::ALL);
+    }
+
+    #[test]
+    fn a_louder_twin_doubles_the_amplitude_up_to_full_scale_and_draws_nothing() {
+        let x = [0.1f32, -0.3, 0.6, -0.9];
+        let mut rng = SplitMix64(5);
+        assert_eq!(
+            Twin::Louder.apply(&x, 16_000, &mut rng),
+            [0.2, -0.6, 1.0, -1.0]
+        );
+        // It takes no random draw, so the other twins' draws are as they were.
+        assert_eq!(rng.next_u64(), SplitMix64(5).next_u64());
+        // Only the held-out check applies it, and only to running machines.
+        assert_eq!(Twin::check("continuous").last(), Some(&Twin::Louder));
+        assert_eq!(&Twin::check("continuous")[..5], &Twin::ALL);
+        assert_eq!(Twin::check("tap"), &Twin::KNOCK);
+        assert!(!Twin::ALL.contains(&Twin::Louder) && !Twin::KNOCK.contains(&Twin::Louder));
     }
 }

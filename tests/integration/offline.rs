@@ -299,7 +299,7 @@ fn eval_holdout_scores_held_out_train_clips_against_their_twins_without_test_cli
     let twins: Vec<&str> = rows.iter().filter_map(|r| r["twin"].as_str()).collect();
     assert_eq!(
         twins,
-        ["pitch", "clicks", "hum", "band", "rattle"],
+        ["pitch", "clicks", "hum", "band", "rattle", "louder"],
         "{rows:?}"
     );
     for r in &rows {
@@ -313,9 +313,10 @@ fn eval_holdout_scores_held_out_train_clips_against_their_twins_without_test_cli
             (Some(30), Some(30))
         );
     }
-    // Stated level for the shipped model (measured: clicks 1.00, rattle 0.99): a
-    // machine's own clips with clicks or a rattle added must stand out from it.
-    for (twin, at_least) in [("clicks", 0.95), ("rattle", 0.95)] {
+    // Stated level for the shipped model (measured: clicks 1.00, rattle 0.99, louder
+    // 0.97): a machine's own clips with clicks or a rattle added, or 6 dB louder, must
+    // stand out from it.
+    for (twin, at_least) in [("clicks", 0.95), ("rattle", 0.95), ("louder", 0.9)] {
         let r = rows.iter().find(|r| r["twin"] == twin).unwrap();
         assert!(r["auc"].as_f64().unwrap() >= at_least, "{r}");
     }
@@ -324,7 +325,7 @@ fn eval_holdout_scores_held_out_train_clips_against_their_twins_without_test_cli
     // --holdout-split halves enrols the first 30 clips and holds out the last 30
     // (later recordings); clicks still stand out (measured: 1.00).
     let halves = run(&["--holdout-split", "halves"]);
-    assert_eq!(halves.len(), 5, "{halves:?}");
+    assert_eq!(halves.len(), 6, "{halves:?}");
     for r in &halves {
         assert_eq!(
             (r["split"].as_str(), r["n_normal"].as_u64()),
@@ -366,7 +367,7 @@ fn eval_holdout_cuts_long_recordings_into_pieces() {
         (rows, json_rows(&std::fs::read(file).unwrap()))
     };
     let (rows, lines) = holdout("11");
-    assert_eq!(rows.len(), 5, "{rows:?}");
+    assert_eq!(rows.len(), 6, "{rows:?}");
     for r in &rows {
         assert_eq!(
             (
@@ -380,7 +381,7 @@ fn eval_holdout_cuts_long_recordings_into_pieces() {
     let clicks = rows.iter().find(|r| r["twin"] == "clicks").unwrap();
     assert!(clicks["auc"].as_f64().unwrap() >= 0.95, "{clicks}");
     // --windows: pieces 0, 2 of the first recording and 1 of the second are enrolled;
-    // the other three are held out, each as it is and with each of the 5 twins.
+    // the other three are held out, each as it is and with each of the 6 twins.
     let pieces = |part: &str, label: &str| -> Vec<u64> {
         let lines = lines
             .iter()
@@ -390,7 +391,7 @@ fn eval_holdout_cuts_long_recordings_into_pieces() {
     assert_eq!(pieces("enrol", "normal"), [0, 2, 1]);
     assert_eq!(pieces("held-out", "normal"), [1, 0, 2]);
     assert_eq!(pieces("held-out", "hum"), [1, 0, 2]);
-    assert_eq!(lines.len(), 3 + 3 * 6);
+    assert_eq!(lines.len(), 3 + 3 * 7);
     // --holdout-seed draws other twins: the hum's pitch is drawn, the pitch twin's
     // shift is not.
     let (_, other) = holdout("12");
