@@ -214,6 +214,12 @@ pub struct TrainConfig {
     /// Weight of the anchor term: the mean squared distance between each window's
     /// embedding and the one the fixed-seed starting network gives it. 0 is off.
     pub anchor: f64,
+    /// Frames at the end of each window hidden from the network (set to the floor),
+    /// which a linear decoder must predict from the embedding (mean squared error on
+    /// the normalised values, weight 1, beside the class loss): a self-supervised
+    /// objective on the time course inside a window. The decoder is not saved. 0 is
+    /// off.
+    pub predict_frames: usize,
     /// Seed of initial weights, shuffling and augmentation.
     pub seed: u64,
 }
@@ -231,8 +237,23 @@ impl Default for TrainConfig {
             mixup: 0.0,
             spec_mask: true,
             anchor: 0.0,
+            predict_frames: 0,
             seed: 7,
         }
+    }
+}
+
+impl TrainConfig {
+    /// Settings that cannot work with `meta`'s windows, as a one-line error naming
+    /// the flag, before any audio is read.
+    pub fn check(&self, meta: &ModelMeta) -> anyhow::Result<()> {
+        let frames = meta.front.frames;
+        anyhow::ensure!(
+            self.predict_frames < frames,
+            "--predict-frames {}: must be less than the window's {frames} frames",
+            self.predict_frames
+        );
+        Ok(())
     }
 }
 
@@ -298,6 +319,9 @@ pub fn train(
         n_classes >= 2,
         "need at least two classes to train, got {n_classes}"
     );
+    cfg.check(meta)?;
+    let (frames, mels) = (meta.front.frames, meta.front.n_mels);
+    let predict = cfg.predict_frames;
     let device = Device::Cpu;
     let initial = fixed_seed_tensors(meta, cfg.seed)
         .into_iter()
@@ -338,6 +362,19 @@ pub fn train(
     )?)?;
     let mut params = varmap.all_vars();
     params.push(head.clone());
+    // The decoder of `predict_frames`: embedding → the hidden frames' values.
+    let decoder = if predict > 0 {
+        let out = predict * mels;
+        let w: Vec<f32> = (0..meta.embedding_dim * out)
+            .map(|_| rng.normal() as f32 * 0.01)
+            .collect();
+        let w = Var::from_tensor(&Tensor::from_vec(w, (meta.embedding_dim, out), &device)?)?;
+        let b = Var::from_tensor(&Tensor::zeros(out, DType::F32, &device)?)?;
+        params.extend([w.clone(), b.clone()]);
+        Some((w, b))
+    } else {
+        None
+    };
     let mut opt = AdamW::new(
         params,
         ParamsAdamW {
@@ -346,7 +383,6 @@ pub fn train(
             ..Default::default()
         },
     )?;
-    let (frames, mels) = (meta.front.frames, meta.front.n_mels);
     let floor = (crate::spectrogram::POWER_FLOOR.log10() * 10.0 - meta.input_offset_db)
         / meta.input_scale_db;
     let mut order: Vec<usize> = (0..windows.len()).collect();
@@ -360,9 +396,15 @@ pub fn train(
         for (step, idx) in order.chunks(cfg.batch).enumerate() {
             let b = idx.len();
             let mut x = Vec::with_capacity(b * frames * mels);
+            let mut hidden = Vec::with_capacity(b * predict * mels);
             for &i in idx {
                 let start = x.len();
                 meta.normalise_into(&windows[i], &mut x);
+                if predict > 0 {
+                    let cut = start + (frames - predict) * mels;
+                    hidden.extend_from_slice(&x[cut..]);
+                    x[cut..].fill(floor);
+                }
                 if cfg.spec_mask {
                     mask(&mut x[start..], frames, mels, floor, &mut rng);
                 }
@@ -376,17 +418,26 @@ pub fn train(
             }
             let mut xt = Tensor::from_vec(x, (b, frames, mels), &device)?;
             let mut tt = Tensor::from_vec(target, (b, n_classes), &device)?;
+            let mut ht = Tensor::from_vec(hidden, (b, predict * mels), &device)?;
             if cfg.mixup > 0.0 && rng.uniform() < cfg.mixup && b > 1 {
                 let lam = 0.5 + 0.5 * rng.uniform();
                 let perm: Vec<u32> = (0..b as u32).map(|r| (r + 1) % b as u32).collect();
                 let perm = Tensor::new(perm.as_slice(), &device)?;
-                xt = ((&xt * lam)? + (xt.index_select(&perm, 0)? * (1.0 - lam))?)?;
-                tt = ((&tt * lam)? + (tt.index_select(&perm, 0)? * (1.0 - lam))?)?;
+                let mix = |t: &Tensor| (t * lam)? + (t.index_select(&perm, 0)? * (1.0 - lam))?;
+                xt = mix(&xt)?;
+                tt = mix(&tt)?;
+                if predict > 0 {
+                    ht = mix(&ht)?;
+                }
             }
             let onehot = Tensor::from_vec(onehot, (b, n_classes), &device)?;
             let emb = net.forward(&xt)?;
             let logits = arcface_logits(&emb, head.as_tensor(), &onehot, cfg.margin, cfg.scale)?;
             let mut loss = soft_cross_entropy(&logits, &tt)?;
+            if let Some((w, bias)) = &decoder {
+                let guess = emb.matmul(w.as_tensor())?.broadcast_add(bias.as_tensor())?;
+                loss = (loss + (guess - ht)?.sqr()?.mean_all()?)?;
+            }
             if let Some(start) = &start {
                 // On the raw vectors, length included: anchoring only their
                 // directions (what the bank compares) held them far less (measured).
@@ -537,6 +588,43 @@ mod tests {
         assert!(
             free > 0.0 && held < free / 4.0,
             "drift {free} free, {held} anchored"
+        );
+    }
+
+    #[test]
+    fn predicting_hidden_frames_trains_the_network_and_saves_no_decoder() {
+        let meta = ModelMeta::default_continuous("test");
+        let (f, m) = (meta.front.frames, meta.front.n_mels);
+        let mut rng = SplitMix64(9);
+        // Windows of one level each (-70 to -30 dB), so the hidden frames follow from
+        // the rest; two classes by parity, as training needs two.
+        let (mut windows, mut labels) = (Vec::new(), Vec::new());
+        for i in 0..32 {
+            let level = -70.0 + 40.0 * rng.uniform() as f32;
+            windows.push((0..f * m).map(|_| level + rng.normal() as f32).collect());
+            labels.push(i % 2);
+        }
+        let run = |predict_frames| {
+            let cfg = TrainConfig {
+                epochs: 4,
+                batch: 16,
+                predict_frames,
+                ..Default::default()
+            };
+            train(&meta, &windows, &labels, 2, &cfg, &mut |_| {})
+        };
+        let (plain, _) = run(0).unwrap();
+        let (taught, losses) = run(4).unwrap();
+        let names = |t: &[NamedTensor]| t.iter().map(|(n, ..)| n.clone()).collect::<Vec<_>>();
+        assert_eq!(names(&taught), names(&plain), "the decoder is not saved");
+        assert_ne!(taught, plain, "the prediction reaches the network");
+        let (first, last) = (losses[0], losses[losses.len() - 1]);
+        assert!(last < first, "loss {first} -> {last}");
+        // All frames hidden leaves nothing to predict from: a one-line error.
+        let err = run(f).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            format!("--predict-frames {f}: must be less than the window's {f} frames")
         );
     }
 

@@ -162,6 +162,10 @@ pub enum Command {
         /// network's (0: off).
         #[arg(long, default_value_t = 0.0)]
         anchor: f64,
+        /// Hide the last K frames of each window and train a decoder to predict them
+        /// from the embedding (a self-supervised objective on the time course; 0: off).
+        #[arg(long, default_value_t = 0, value_name = "K")]
+        predict_frames: usize,
         /// No anomaly-twin classes.
         #[arg(long)]
         no_twins: bool,
@@ -427,6 +431,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             label_smoothing,
             no_spec_mask,
             anchor,
+            predict_frames,
             no_twins,
             windows_per_clip,
             clip_classes,
@@ -443,6 +448,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 label_smoothing,
                 spec_mask: !no_spec_mask,
                 anchor,
+                predict_frames,
                 ..Default::default()
             };
             train::run(&train::Options {

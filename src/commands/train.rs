@@ -78,6 +78,10 @@ fn flags(o: &Options) -> String {
     add(c.batch != d.batch, format!(" --batch {}", c.batch));
     add(c.lr != d.lr, format!(" --lr {}", c.lr));
     add(c.anchor != d.anchor, format!(" --anchor {}", c.anchor));
+    add(
+        c.predict_frames != d.predict_frames,
+        format!(" --predict-frames {}", c.predict_frames),
+    );
     add(c.mixup != d.mixup, format!(" --mixup {}", c.mixup));
     add(
         c.label_smoothing != d.label_smoothing,
@@ -100,6 +104,7 @@ pub fn run(o: &Options) -> anyhow::Result<()> {
         bail!("give at least one DCASE-layout folder of normal clips (SET/train)");
     }
     let meta = o.meta.clone();
+    o.config.check(&meta)?;
     let front = meta.front;
     let started = Instant::now();
     let mut classes: Vec<String> = Vec::new();

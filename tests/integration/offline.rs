@@ -447,6 +447,32 @@ fn a_short_training_run_with_one_class_per_clip_lowers_the_loss() {
     assert!(origin.contains("(13 classes"), "{origin}");
 }
 
+#[test]
+fn a_short_training_run_that_predicts_hidden_frames_lowers_the_loss() {
+    let Some(data) = shared_data() else { return };
+    let origin = short_training_run(&data, &["--predict-frames", "8"]);
+    assert!(origin.contains("--predict-frames 8"), "{origin}");
+    // Hiding every frame leaves nothing to predict from: one line, before any audio is
+    // read, and a model already at --out is left as it was.
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("m.safetensors");
+    std::fs::write(&out, b"kept").unwrap();
+    let run = hark()
+        .arg("train")
+        .arg(data.join("fan"))
+        .args(["--predict-frames", "64", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert_ne!(run.status.code(), Some(0));
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(
+        err.trim(),
+        "hark: error: --predict-frames 64: must be less than the window's 64 frames"
+    );
+    assert_eq!(std::fs::read(&out).unwrap(), b"kept");
+}
+
 /// Trains 6 epochs on fan/train; checks the loss fell and the model loads; returns
 /// the model's recorded origin.
 fn short_training_run(data: &std::path::Path, extra: &[&str]) -> String {
