@@ -284,20 +284,29 @@ def study(directory, sets, scorers_of, columns=None, reader=read, only=None):
             print(f"| {scorer} | {' | '.join(cells)} | {mean} |")
 
 
-if __name__ == "__main__":
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def command_line(doc, lead_metavar, lead_help):
+    """The arguments both study scripts take; a script adds its own to the parser."""
+    ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     ap.add_argument("dir")
     ap.add_argument("--sets", default="aircompressor,bottles,fan,slider,stones")
     ap.add_argument("--embedding-dim", type=int, default=128)
-    ap.add_argument("--lead", metavar="SCORER",
-                    help="instead of the tables: the bootstrap interval of SCORER's held-out lead over hark's")
+    ap.add_argument("--lead", metavar=lead_metavar, help=lead_help)
     ap.add_argument("--rounds", type=int, default=1000)
     ap.add_argument("--twins", metavar="NAMES",
                     help="held out, only these twins (comma-separated, e.g. louder)")
-    a = ap.parse_args()
-    only = a.twins.split(",") if a.twins else None
-    of = lambda _path, lines: scorers(lines[0][2].shape[1], a.embedding_dim)
+    return ap
+
+
+def run(a, scorers_of, reader=read):
+    """The tables, or with `--lead` the interval of one row's held-out lead."""
+    sets, only = a.sets.split(","), (a.twins.split(",") if a.twins else None)
     if a.lead:
-        lead(a.dir, a.sets.split(","), of, a.lead, a.rounds, only=only)
+        lead(a.dir, sets, scorers_of, a.lead, a.rounds, reader=reader, only=only)
     else:
-        study(a.dir, a.sets.split(","), of, only=only)
+        study(a.dir, sets, scorers_of, reader=reader, only=only)
+
+
+if __name__ == "__main__":
+    a = command_line(__doc__, "SCORER", "instead of the tables: the bootstrap interval "
+                     "of SCORER's held-out lead over hark's").parse_args()
+    run(a, lambda _path, lines: scorers(lines[0][2].shape[1], a.embedding_dim))

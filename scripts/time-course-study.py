@@ -25,7 +25,7 @@ Each block weighs the same; a clip's score is the mean of its windows' scores.
 
 Needs numpy only.
 """
-import argparse, importlib, os, sys
+import importlib, sys
 import numpy as np
 
 study_mod = importlib.import_module("scorer-study")
@@ -98,23 +98,11 @@ def scorers(dim, emb, n_raw):
 
 
 if __name__ == "__main__":
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("dir")
-    ap.add_argument("--sets", default="aircompressor,bottles,fan,slider,stones")
-    ap.add_argument("--embedding-dim", type=int, default=128)
+    ap = study_mod.command_line(__doc__, "FEATURES", "instead of the tables: the bootstrap "
+                                "interval of a row's held-out lead over hark's")
     ap.add_argument("--n-mels", type=int, default=None,
                     help="mel bands of a model without the band profile (the tap model: 64)")
-    ap.add_argument("--lead", metavar="FEATURES",
-                    help="instead of the tables: the bootstrap interval of a row's held-out lead over hark's")
-    ap.add_argument("--rounds", type=int, default=1000)
-    ap.add_argument("--twins", metavar="NAMES",
-                    help="held out, only these twins (comma-separated, e.g. louder)")
     a = ap.parse_args()
-    only = a.twins.split(",") if a.twins else None
     layout = {}
     of = lambda path, _lines: scorers(layout[path][0], a.embedding_dim, layout[path][1])
-    read = reader(a.embedding_dim, layout, a.n_mels)
-    if a.lead:
-        study_mod.lead(a.dir, a.sets.split(","), of, a.lead, a.rounds, reader=read, only=only)
-    else:
-        study_mod.study(a.dir, a.sets.split(","), of, reader=read, only=only)
+    study_mod.run(a, of, reader=reader(a.embedding_dim, layout, a.n_mels))
