@@ -53,5 +53,6 @@ pub mod spectrogram;
 pub mod station;
 pub mod tap;
 pub mod train;
+pub mod twin;
 pub mod watchdog;
 pub mod wav;

@@ -17,7 +17,7 @@ use crate::wav::Clip;
 pub struct TwinResult {
     /// Set name.
     pub name: String,
-    /// The twin ([`crate::train::Twin::name`]).
+    /// The twin ([`crate::twin::Twin::name`]).
     pub twin: &'static str,
     /// AUC of held-out pieces against their twins.
     pub auc: f64,
@@ -93,7 +93,7 @@ fn piece_range(k: usize, n: usize, len: usize) -> std::ops::Range<usize> {
 /// fault. Each clip is one piece, or several if it is long ([`PIECE_S`]); the pieces
 /// `split` enrols are enrolled; each other piece is scored as it is (normal) and with
 /// each anomaly twin of the model's mode applied (a synthetic fault:
-/// [`crate::train::Twin::check`], the training twins and, for a running machine, the
+/// [`crate::twin::Twin::check`], the training twins and, for a running machine, the
 /// same sound 6 dB louder). Per twin, AUC and pAUC of the pieces against their twins.
 /// This is how a front end or a model is chosen without looking at `test/`. `bar`
 /// advances by one per clip.
@@ -158,7 +158,7 @@ pub(super) fn holdout(
         }
     }
     let bank = bank_of(embedder, segments)?;
-    let twins = crate::train::Twin::check(&embedder.meta().mode);
+    let twins = crate::twin::Twin::check(&embedder.meta().mode);
     let mut normal = Vec::new();
     let mut anomalies = vec![Vec::new(); twins.len()];
     let mut rng = crate::model::SplitMix64(seed);

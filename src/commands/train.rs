@@ -8,7 +8,8 @@ use anyhow::bail;
 
 use super::progress::{self, Unit};
 use crate::model::{ModelMeta, SplitMix64, save_tensors};
-use crate::train::{TrainConfig, Twin, train};
+use crate::train::{TrainConfig, train};
+use crate::twin::Twin;
 use crate::wav::Clip;
 
 /// `--windows-per-clip` when not given.
