@@ -447,39 +447,16 @@ impl Inference {
                 if collected.is_empty() {
                     return fail("no knocks were heard while enrolling".into());
                 }
-                let (new_rows, new_notes): (Vec<Vec<f32>>, Vec<Option<RowNote>>) =
+                let (rows, notes): (Vec<Vec<f32>>, Vec<Option<RowNote>>) =
                     collected.into_iter().map(|(e, n)| (e, Some(n))).unzip();
-                let rows: Vec<Vec<f32>> = det.bank().rows().chain(new_rows).collect();
-                let notes: Vec<Option<RowNote>> = det
-                    .bank()
-                    .notes()
-                    .iter()
-                    .cloned()
-                    .chain(new_notes)
-                    .collect();
-                // Bank rows stand alone; collected windows of continuous sound overlap
-                // their neighbours, which leave-one-out calibration must skip.
-                let old = det.bank().len();
-                let origins: Vec<Origin> = (0..rows.len())
-                    .map(|i| match (self.tap, i < old) {
-                        (false, false) => Origin {
-                            segment: u32::MAX,
-                            index: (i - old) as u32,
-                        },
-                        _ => Origin {
-                            segment: i as u32,
-                            index: 0,
-                        },
-                    })
-                    .collect();
-                match NormalBank::build(
-                    &rows,
-                    &origins,
-                    &notes,
+                let front = self.embedder.meta().front;
+                match det.bank().extend(
+                    rows,
+                    notes,
+                    front.window_hop_seconds(),
                     self.overlap_guard(),
                     MAX_BANK,
                     crate::bank::Target::for_model(self.embedder.meta()),
-                    self.embedder.hash(),
                 ) {
                     Ok(b) => b,
                     Err(e) => return fail(format!("{e:#}")),

@@ -64,6 +64,14 @@ fn false_alarm_mute_and_learning_over_mqtt() {
             .arg("--out")
             .arg(&bank),
     );
+    let enrolled = hark::bank::NormalBank::load(
+        &bank,
+        hark::model::Embedder::load(&model).unwrap().hash(),
+        &model,
+    )
+    .unwrap()
+    .calibration
+    .threshold;
     let cfg = format!(
         r#"node = "ops"
 state_dir = "{dir}"
@@ -97,6 +105,14 @@ bank = "{bank}"
     let learned = reply(&sub, "learn_stop");
     assert_eq!(learned["ok"], true, "{learned}");
     let size0 = learned["bank_size"].as_u64().unwrap();
+    // A few seconds more of a condition the bank knows barely move its threshold: the
+    // rebuild keeps overlapping windows out of each other's calibration score, as
+    // enrolment did. (Measured: 1.911 → 1.877; before that fix it fell to 1.756.)
+    let relearned = learned["threshold"].as_f64().unwrap() as f32;
+    assert!(
+        relearned > 0.95 * enrolled,
+        "threshold {enrolled} after enrol, {relearned} after learn_stop"
+    );
     // The first A1 raises an event; once it ends, call it a false alarm.
     let end = sub.wait_for(Duration::from_secs(30), |m| {
         m.topic == "hark/ops/fan/event" && m.json()["type"] == "end"
