@@ -449,15 +449,11 @@ impl Inference {
                 }
                 let (rows, notes): (Vec<Vec<f32>>, Vec<Option<RowNote>>) =
                     collected.into_iter().map(|(e, n)| (e, Some(n))).unzip();
-                let front = self.embedder.meta().front;
-                match det.bank().extend(
-                    rows,
-                    notes,
-                    front.window_hop_seconds(),
-                    self.overlap_guard(),
-                    MAX_BANK,
-                    crate::bank::Target::for_model(self.embedder.meta()),
-                ) {
+                let hop_s = self.embedder.meta().front.window_hop_seconds();
+                let guard = self.overlap_guard();
+                let target = crate::bank::Target::for_model(self.embedder.meta());
+                let old = det.bank();
+                match self.beating(|| old.extend(rows, notes, hop_s, guard, MAX_BANK, target)) {
                     Ok(b) => b,
                     Err(e) => return fail(format!("{e:#}")),
                 }
@@ -513,6 +509,24 @@ impl Inference {
         if self.tap { 0 } else { p.overlapping_windows() }
     }
 
+    /// Runs a bank build (seconds for a long enrolment, more on a Pi) on a helper
+    /// thread while this one keeps its watchdog beat: the stage is busy, not hung, and
+    /// systemd must not restart it and lose what it learned. Windows that arrive
+    /// meanwhile wait in the bounded queue, or are dropped and counted.
+    fn beating<T: Send>(&self, build: impl FnOnce() -> T + Send) -> T {
+        std::thread::scope(|scope| {
+            let worker = scope.spawn(build);
+            while !worker.is_finished() {
+                self.health.inference_beat.tick();
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            match worker.join() {
+                Ok(v) => v,
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        })
+    }
+
     fn detector(&self, bank: NormalBank) -> Detector {
         let (k, n, m, scale) = self.decision;
         Detector::new(bank, scale, k, n, m)
@@ -525,21 +539,17 @@ impl Inference {
         notes: &mut Vec<Option<RowNote>>,
     ) -> Option<Detector> {
         let guard = self.overlap_guard();
-        let bank = match NormalBank::build(
-            embeddings,
-            origins,
-            notes,
-            guard,
-            MAX_BANK,
-            crate::bank::Target::for_model(self.embedder.meta()),
-            self.embedder.hash(),
-        ) {
-            Ok(b) => b,
-            Err(e) => {
-                tracing::warn!(source = %self.name, "cannot enrol yet: {e:#}");
-                return None;
-            }
-        };
+        let target = crate::bank::Target::for_model(self.embedder.meta());
+        let hash = self.embedder.hash();
+        let (rows, o, n) = (&*embeddings, &*origins, &*notes);
+        let bank =
+            match self.beating(|| NormalBank::build(rows, o, n, guard, MAX_BANK, target, hash)) {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::warn!(source = %self.name, "cannot enrol yet: {e:#}");
+                    return None;
+                }
+            };
         embeddings.clear();
         origins.clear();
         notes.clear();
