@@ -360,11 +360,11 @@ impl RawConfig {
                 "tap" => Mode::Tap,
                 _ => return Err(invalid(&key("mode"), &s.mode, "expected continuous or tap")),
             };
-            if !(s.learn_seconds.is_finite() && s.learn_seconds > 0.0) {
+            if !(s.learn_seconds > 0.0 && s.learn_seconds <= MAX_LEARN_SECONDS) {
                 return Err(invalid(
                     &key("learn_seconds"),
                     &s.learn_seconds,
-                    "must be > 0",
+                    "must be > 0 and at most 7200 (2 hours; for longer, record clips and `hark enroll` them)",
                 ));
             }
             if s.raise_n == 0 || s.raise_k == 0 || s.raise_k > s.raise_n || s.raise_n > 64 {
@@ -711,6 +711,11 @@ impl RawMqtt {
         Ok((tls, auth))
     }
 }
+
+/// Longest first learning (`learn_seconds`). Every window is held until the bank is
+/// built: 2 hours is ~28,000 windows of the default model (~37 MB) and a build of
+/// ~12 s here; a day would be 340,000 windows, over 400 MB, minutes of building.
+pub const MAX_LEARN_SECONDS: f64 = 7200.0;
 
 /// Written at the start of a path, this stands for systemd's `$CREDENTIALS_DIRECTORY`
 /// (`LoadCredential=`); it is expanded when the file is read, not when the config is.

@@ -176,6 +176,21 @@ fn credentials_directory_expands_only_when_read() {
 }
 
 #[test]
+fn learning_is_bounded() {
+    let body = |v: &str| format!("[[source]]\nname = \"s\"\nlearn_seconds = {v}\n");
+    assert_eq!(
+        parse(&body("7200")).unwrap().sources[0].learn_seconds,
+        7200.0
+    );
+    for v in ["0", "7201", "nan", "inf"] {
+        let err = parse_err(&body(v));
+        let named = err.contains("source[0].learn_seconds");
+        assert!(named && err.to_lowercase().contains(v), "{v}: {err}");
+        assert!(!err.contains('\n'), "one line: {err}");
+    }
+}
+
+#[test]
 fn tap_mode_defaults_to_the_tap_model() {
     let cfg = parse("[[source]]\nname = \"station\"\nmode = \"tap\"\n").unwrap();
     assert_eq!(
