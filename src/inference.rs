@@ -541,15 +541,14 @@ impl Inference {
         let guard = self.overlap_guard();
         let target = crate::bank::Target::for_model(self.embedder.meta());
         let hash = self.embedder.hash();
-        let (rows, o, n) = (&*embeddings, &*origins, &*notes);
-        let bank =
-            match self.beating(|| NormalBank::build(rows, o, n, guard, MAX_BANK, target, hash)) {
-                Ok(b) => b,
-                Err(e) => {
-                    tracing::warn!(source = %self.name, "cannot enrol yet: {e:#}");
-                    return None;
-                }
-            };
+        let build = || NormalBank::build(embeddings, origins, notes, guard, MAX_BANK, target, hash);
+        let bank = match self.beating(build) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!(source = %self.name, "cannot enrol yet: {e:#}");
+                return None;
+            }
+        };
         embeddings.clear();
         origins.clear();
         notes.clear();
