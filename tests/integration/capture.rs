@@ -2,7 +2,10 @@
 //! and `hark record` (capture callback → ring → WAV) must return exactly those samples.
 
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use crate::util::{Proc, hark, shared_data};
@@ -86,6 +89,8 @@ fn record(dir: &Path, raw: &[i16], channels: usize, args: &[&str]) -> Vec<i16> {
     let mut proc = Proc(child);
     let bytes: Vec<u8> = raw.iter().flat_map(|s| s.to_le_bytes()).collect();
     let fifo2 = fifo.clone();
+    let done = Arc::new(AtomicBool::new(false));
+    let done2 = done.clone();
     let writer = std::thread::spawn(move || {
         let block = 160 * 2 * channels; // 10 ms
         // A reader that opens the FIFO and closes it again before streaming (a device
@@ -96,6 +101,9 @@ fn record(dir: &Path, raw: &[i16], channels: usize, args: &[&str]) -> Vec<i16> {
                 .write(true)
                 .open(&fifo2)
                 .unwrap();
+            if done2.load(Ordering::SeqCst) {
+                return;
+            }
             for chunk in bytes.chunks(block) {
                 if f.write_all(chunk).is_err() {
                     continue 'open;
@@ -109,6 +117,15 @@ fn record(dir: &Path, raw: &[i16], channels: usize, args: &[&str]) -> Vec<i16> {
         }
     });
     let status = proc.0.wait().unwrap();
+    // hark has stopped reading: if the writer lost its pipe at the very end and waits
+    // to open the FIFO again, be the reader it waits for, so it sees `done` and ends
+    // (before this, such a run hung in `writer.join()`). O_NONBLOCK (0o4000 on Linux):
+    // opening never waits, whether the writer is there or not.
+    done.store(true, Ordering::SeqCst);
+    let _release = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(0o4000)
+        .open(&fifo);
     let stderr = proc.stderr();
     assert!(status.success(), "hark record failed: {stderr}");
     assert!(
