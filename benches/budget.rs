@@ -1,5 +1,6 @@
 //! The per-window budget: spectrogram per hop, network forward per window, and the
-//! nearest-normal search over banks of several sizes. `cargo bench` runs it;
+//! nearest-normal search over banks of several sizes, and the cap a `false_alarm` on a
+//! full bank costs. `cargo bench` runs it;
 //! `hark bench` reports the same stages plus the end-to-end real-time factor.
 
 use std::hint::black_box;
@@ -8,6 +9,7 @@ use std::path::Path;
 use criterion::{Criterion, criterion_group};
 use hark::bank::{NormalBank, Target, calibrate};
 use hark::frontend::FrontEnd;
+use hark::inference::MAX_BANK;
 use hark::model::Embedder;
 use hark::spectrogram::{FrontEndParams, Spectrogram};
 
@@ -71,6 +73,24 @@ fn budget(c: &mut Criterion) {
             b.iter(|| bank.nearest(black_box(&query)))
         });
     }
+
+    // `false_alarm` on a full bank: the most windows one event adds (256), then the
+    // k-center cap back to MAX_BANK.
+    let full = NormalBank::from_parts(
+        &unit_rows(MAX_BANK + 256, query.len()),
+        calibrate(&[0.0, 1.0], Target::continuous()),
+        "bench",
+    );
+    let mut group = c.benchmark_group("false_alarm");
+    group.sample_size(10);
+    group.bench_function("cap_2304_to_2048", |b| {
+        b.iter_batched(
+            || full.clone(),
+            |mut bank| bank.cap(MAX_BANK),
+            criterion::BatchSize::LargeInput,
+        )
+    });
+    group.finish();
 }
 
 criterion_group!(benches, budget);

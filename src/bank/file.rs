@@ -55,9 +55,15 @@ impl NormalBank {
 
     /// The notes as stored: profiles `[n, bands]`, origins `[n, 2]` (index into the clip
     /// list or −1 for a row without a note, then the time in the clip), and the clip
-    /// list. `None` when no row has a note.
+    /// list. `None` when no row has a note with a profile (a note without one is
+    /// stored as no note: the file cannot hold a profile of no bands).
     fn flat_notes(&self) -> Option<(Vec<f32>, Vec<f32>, Vec<String>)> {
-        let bands = self.notes.iter().flatten().next()?.profile.len();
+        let bands = self
+            .notes
+            .iter()
+            .flatten()
+            .map(|n| n.profile.len())
+            .find(|&b| b > 0)?;
         let mut clips: Vec<String> = Vec::new();
         let mut index: HashMap<&str, usize> = HashMap::new();
         let (mut profiles, mut origins) = (Vec::new(), Vec::new());

@@ -460,6 +460,27 @@ impl NormalBank {
         }
     }
 
+    /// Keeps at most `max_size` rows by greedy k-center selection, as
+    /// [`NormalBank::build`] does; the calibration stays. For rows added by
+    /// [`NormalBank::push`]: an unattended daemon's `false_alarm`s would otherwise
+    /// grow the bank, and every window's nearest-row search with it, for as long as it
+    /// runs. Rows that are far from the others (a sound the bank had not heard) are
+    /// what k-center keeps first, so what the operator taught is kept.
+    pub fn cap(&mut self, max_size: usize) {
+        if self.is_empty() || self.len() <= max_size {
+            return;
+        }
+        let keep = k_center(
+            &self.embeddings,
+            self.dim,
+            max_size.max(1),
+            self.scaling.is_some(),
+        );
+        let row = |i: usize| &self.embeddings[i * self.dim..(i + 1) * self.dim];
+        self.embeddings = keep.iter().flat_map(|&i| row(i).to_vec()).collect();
+        self.notes = keep.iter().map(|&i| self.notes[i].clone()).collect();
+    }
+
     /// Number of stored embeddings.
     pub fn len(&self) -> usize {
         self.embeddings.len() / self.dim

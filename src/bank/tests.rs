@@ -417,6 +417,16 @@ fn notes_survive_the_coreset_and_a_save() {
         .unwrap();
     let back = NormalBank::load(&p, "abc", Path::new("m")).unwrap();
     assert!(back.notes().iter().all(Option::is_none) && back.notes().len() == 3);
+    // A note without a profile is saved as no note: the saved bank still loads.
+    let mut bank = NormalBank::from_parts(&e, bank.calibration.clone(), "abc");
+    let mut bare = note("live:y", 2.0, 0.0);
+    bare.as_mut().unwrap().profile.clear();
+    bank.push(&unit(&[0.5, 1.0]), bare);
+    bank.push(&unit(&[1.0, 0.5]), note("live:x", 1.0, -30.0));
+    bank.save(&p).unwrap();
+    let back = NormalBank::load(&p, "abc", Path::new("m")).unwrap();
+    assert_eq!(back.note(3), None);
+    assert_eq!(back.note(4).unwrap().clip, "live:x");
 }
 
 #[test]
@@ -453,4 +463,61 @@ fn hostile_banks_are_one_line_errors() {
         !e.contains('\n') && e.contains("offset for tensor `a\\nb`"),
         "{e}"
     );
+}
+
+#[test]
+fn a_capped_bank_stays_capped_and_keeps_what_it_was_taught() {
+    // A full bank (cap 40 of 60 windows) is taught a new sound, five windows of it,
+    // the way `false_alarm` teaches it (256 windows at most on a bank of 2,048);
+    // capping again keeps it at 40 rows, the new sound and the old one under the
+    // threshold, and leaves the calibration alone.
+    let rows = profiled(60, -40.0);
+    let mut bank = NormalBank::build(&rows, &origins(60), &[], 0, 40, standardised(), "h").unwrap();
+    let calibration = bank.calibration.clone();
+    let worst = |bank: &NormalBank, rows: &[Vec<f32>]| {
+        rows.iter().map(|r| bank.nearest(r).0).fold(0.0, f32::max)
+    };
+    let worst_old = worst(&bank, &rows);
+    let taught: Vec<Vec<f32>> = (0..5)
+        .map(|i| {
+            let mut r = rows[i].clone();
+            r[3] += 12.0 + 0.1 * i as f32;
+            r
+        })
+        .collect();
+    let before = bank.nearest(&taught[4]).0;
+    assert!(
+        before > 3.0 * calibration.threshold,
+        "a new sound scores {before}"
+    );
+    for (i, r) in taught.iter().enumerate() {
+        let note = RowNote {
+            profile: r[2..].to_vec(),
+            clip: "live:taught".into(),
+            t: i as f32,
+        };
+        bank.push(r, Some(note));
+    }
+    assert_eq!(bank.len(), 45);
+    bank.cap(40);
+    assert_eq!(bank.len(), 40);
+    assert_eq!(bank.notes().len(), 40);
+    assert_eq!(bank.calibration, calibration);
+    let threshold = calibration.threshold;
+    let worst_taught = worst(&bank, &taught);
+    assert!(
+        worst_taught < threshold,
+        "taught: {worst_taught}, threshold {threshold}"
+    );
+    let (_, i) = bank.nearest(&taught[2]);
+    assert_eq!(bank.note(i).map(|n| n.clip.as_str()), Some("live:taught"));
+    let worst_new = worst(&bank, &rows);
+    assert!(
+        worst_new < threshold,
+        "enrolled: {worst_old} under the first cap, {worst_new} now; threshold {threshold}"
+    );
+    // A bank under its cap is left as it is.
+    let copy = bank.clone();
+    bank.cap(100);
+    assert_eq!(bank.len(), copy.len());
 }
