@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Instant, SystemTime};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 
@@ -16,6 +16,9 @@ use crate::health::SourceHealth;
 use crate::model::Embedder;
 use crate::report::{Event, EventKind, Report, SourceState};
 use crate::station::StationCommand;
+
+mod operator;
+use operator::{Station, Update};
 
 /// Most embeddings a bank keeps (k-center coreset); scoring stays ~100 µs per window.
 pub const MAX_BANK: usize = 2048;
@@ -66,60 +69,6 @@ enum Phase {
     },
     Armed(Detector),
 }
-
-/// A window's embedding and what the bank should remember of it.
-type Row = (Vec<f32>, RowNote);
-
-/// Operator state of a source (commands on its `cmd` topic).
-#[derive(Default)]
-struct Station {
-    /// Knocks (or windows) collected since `enroll_start`.
-    enrolling: Option<Vec<Row>>,
-    /// The last knock, for `false_alarm`.
-    last: Option<Row>,
-    /// Continuous sources: the over-threshold windows of the latest event.
-    event_windows: Vec<Row>,
-    /// No new events until then.
-    muted_until: Option<Instant>,
-    /// The running event began during a mute: none of its messages go out.
-    event_muted: bool,
-}
-
-impl Station {
-    /// Bookkeeping for one scored window of a continuous source; `row` is made only
-    /// if the window is kept (once, even when both lists keep it).
-    fn note(&mut self, row: impl FnOnce() -> Row, over: bool, transition: Transition) {
-        if transition == Transition::Raise {
-            self.event_windows.clear();
-            self.event_muted = self.muted_until.is_some_and(|t| Instant::now() < t);
-            if self.event_muted {
-                tracing::info!("event muted");
-            }
-        }
-        let collect = self
-            .enrolling
-            .as_ref()
-            .is_some_and(|c| c.len() < MAX_COLLECTED);
-        let keep = over && self.event_windows.len() < MAX_EVENT_WINDOWS;
-        if !(collect || keep) {
-            return;
-        }
-        let row = row();
-        match self.enrolling.as_mut().filter(|_| collect) {
-            Some(c) if keep => {
-                self.event_windows.push(row.clone());
-                c.push(row);
-            }
-            Some(c) => c.push(row),
-            None => self.event_windows.push(row),
-        }
-    }
-}
-
-/// Windows kept per event for `false_alarm`.
-const MAX_EVENT_WINDOWS: usize = 256;
-/// Windows collected at most between `learn_start` and `learn_stop` (continuous).
-const MAX_COLLECTED: usize = 16 * MAX_BANK;
 
 struct Running {
     event: Event,
@@ -207,11 +156,16 @@ impl Inference {
             .commands
             .clone()
             .unwrap_or_else(crossbeam_channel::never);
+        // A new bank being built for an operator command.
+        let mut update: Option<Update> = None;
         loop {
             self.health.inference_beat.tick();
             if self.health.windows.load(Ordering::Relaxed) > 0 {
                 crate::watchdog::injected_stall("inference");
             }
+            let built = update
+                .as_ref()
+                .map_or_else(crossbeam_channel::never, |u| u.done().clone());
             let first = crossbeam_channel::select! {
                 recv(windows) -> w => match w {
                     Ok(w) => w,
@@ -220,11 +174,27 @@ impl Inference {
                 recv(commands) -> c => {
                     match c {
                         Ok(c) => {
-                            let payload = self.command(c, &mut phase, &mut station);
-                            send(Report::CmdResult { source: self.source, payload });
+                            let mut payload = self.command(c, &mut phase, &mut station, &mut update);
+                            // A lossless replay waits, so every window after the
+                            // command is scored with the new bank.
+                            if self.lossless && payload.is_none() {
+                                if let Some(u) = update.take() {
+                                    payload = Some(self.wait_update(u, &mut phase));
+                                }
+                            }
+                            if let Some(payload) = payload {
+                                send(Report::CmdResult { source: self.source, payload });
+                            }
                         }
                         // The MQTT side is gone: stop listening rather than spin.
                         Err(_) => commands = crossbeam_channel::never(),
+                    }
+                    continue;
+                }
+                recv(built) -> b => {
+                    if let Some(u) = update.take() {
+                        let payload = self.finish_update(u, b, &mut phase);
+                        send(Report::CmdResult { source: self.source, payload });
                     }
                     continue;
                 }
@@ -395,6 +365,14 @@ impl Inference {
                 .windows_done
                 .fetch_add(batch.len() as u64, Ordering::Relaxed);
         }
+        // What an operator asked to learn is kept, though the input ended.
+        if let Some(u) = update.take() {
+            let payload = self.wait_update(u, &mut phase);
+            send(Report::CmdResult {
+                source: self.source,
+                payload,
+            });
+        }
         // Input ended during an anomaly: close the event so subscribers are not left hanging.
         if let Some(mut r) = running.take() {
             r.event.kind = EventKind::End;
@@ -407,90 +385,6 @@ impl Inference {
             });
         }
         self.health.inference_beat.finish();
-    }
-
-    /// Carries out a station command; returns the `cmd/result` payload.
-    fn command(
-        &self,
-        cmd: StationCommand,
-        phase: &mut Phase,
-        station: &mut Station,
-    ) -> serde_json::Value {
-        // A continuous source learns; a tap station enrolls knocks.
-        let name = match (cmd, self.tap) {
-            (StationCommand::EnrollStart, false) => "learn_start",
-            (StationCommand::EnrollStop, false) => "learn_stop",
-            _ => cmd.as_str(),
-        };
-        let fail = |e: String| serde_json::json!({"cmd": name, "ok": false, "error": e});
-        if let StationCommand::Mute { minutes } = cmd {
-            if self.tap {
-                return fail("tap sources have no events to mute (verdicts always go out)".into());
-            }
-            station.muted_until =
-                (minutes > 0.0).then(|| Instant::now() + Duration::from_secs_f64(minutes * 60.0));
-            tracing::info!(source = %self.name, minutes, "events muted");
-            return serde_json::json!({"cmd": name, "ok": true, "minutes": minutes});
-        }
-        let Phase::Armed(det) = phase else {
-            return fail("the source is still learning its first bank".into());
-        };
-        let bank = match cmd {
-            StationCommand::EnrollStart => {
-                station.enrolling = Some(Vec::new());
-                return serde_json::json!({"cmd": name, "ok": true});
-            }
-            StationCommand::EnrollStop => {
-                let Some(collected) = station.enrolling.take() else {
-                    return fail("not enrolling: send enroll_start first".into());
-                };
-                if collected.is_empty() {
-                    return fail("no knocks were heard while enrolling".into());
-                }
-                let (rows, notes): (Vec<Vec<f32>>, Vec<Option<RowNote>>) =
-                    collected.into_iter().map(|(e, n)| (e, Some(n))).unzip();
-                let hop_s = self.embedder.meta().front.window_hop_seconds();
-                let guard = self.overlap_guard();
-                let target = crate::bank::Target::for_model(self.embedder.meta());
-                let old = det.bank();
-                match self.beating(|| old.extend(rows, notes, hop_s, guard, MAX_BANK, target)) {
-                    Ok(b) => b,
-                    Err(e) => return fail(format!("{e:#}")),
-                }
-            }
-            StationCommand::FalseAlarm if self.tap => {
-                let Some((last, note)) = station.last.take() else {
-                    return fail("no knock since the start or the last false_alarm".into());
-                };
-                let mut bank = det.bank().clone();
-                bank.push(&last, Some(note));
-                bank
-            }
-            StationCommand::FalseAlarm => {
-                let windows = std::mem::take(&mut station.event_windows);
-                if windows.is_empty() {
-                    return fail("no event since the start or the last false_alarm".into());
-                }
-                let mut bank = det.bank().clone();
-                for (w, note) in windows {
-                    bank.push(&w, Some(note));
-                }
-                bank
-            }
-            StationCommand::Mute { .. } => unreachable!("answered above"),
-        };
-        // Saved before it is used: a power cut leaves the old bank or the new one.
-        if let Err(e) = bank.save(&self.bank_path) {
-            self.health.storage_ok.store(false, Ordering::Relaxed);
-            return fail(format!("bank not saved: {e:#}"));
-        }
-        self.health.storage_ok.store(true, Ordering::Relaxed);
-        tracing::info!(source = %self.name, cmd = name, size = bank.len(), "bank updated");
-        let reply = serde_json::json!({
-            "cmd": name, "ok": true, "bank_size": bank.len(), "threshold": bank.calibration.threshold,
-        });
-        *det = self.detector(bank);
-        reply
     }
 
     /// Tells the evidence thread that an event is over.
@@ -509,10 +403,10 @@ impl Inference {
         if self.tap { 0 } else { p.overlapping_windows() }
     }
 
-    /// Runs a bank build (seconds for a long enrolment, more on a Pi) on a helper
-    /// thread while this one keeps its watchdog beat: the stage is busy, not hung, and
-    /// systemd must not restart it and lose what it learned. Windows that arrive
-    /// meanwhile wait in the bounded queue, or are dropped and counted.
+    /// Runs `build` (the first bank: seconds for a long enrolment, more on a Pi) on a
+    /// helper thread while this one keeps its watchdog beat: the stage is busy, not
+    /// hung, and systemd must not restart it and lose what it learned. Windows that
+    /// arrive meanwhile wait in the bounded queue, or are dropped and counted.
     fn beating<T: Send>(&self, build: impl FnOnce() -> T + Send) -> T {
         std::thread::scope(|scope| {
             let worker = scope.spawn(build);
