@@ -192,8 +192,9 @@ impl Inference {
             Ok(Err(e)) => return fail(format!("{e:#}")),
             Err(_) => return fail("the bank update stopped without a bank".into()),
         };
+        // Updates start only on an armed source, and a source never unlearns.
         let Phase::Armed(det) = phase else {
-            unreachable!("updates start only on an armed source");
+            return fail("the source is not armed".into());
         };
         // Saved before it is used: a power cut leaves the old bank or the new one.
         if let Err(e) = bank.save(&self.bank_path) {
