@@ -53,6 +53,15 @@ impl Detector {
         }
     }
 
+    /// Scores with `bank` from now on (an operator's `learn_stop` or `false_alarm`),
+    /// at its threshold times `threshold_scale`. The hysteresis state stays: an
+    /// anomaly that is running goes on, and ends by `clear_m` clean windows as it
+    /// would have, so subscribers always get its end.
+    pub fn replace_bank(&mut self, bank: NormalBank, threshold_scale: f64) {
+        self.threshold = bank.calibration.threshold * threshold_scale as f32;
+        self.bank = bank;
+    }
+
     /// The effective threshold.
     pub fn threshold(&self) -> f32 {
         self.threshold
@@ -157,6 +166,26 @@ mod tests {
         assert_eq!(d.update(0.1), Transition::None);
         assert_eq!(d.update(0.1), Transition::None);
         assert_eq!(d.update(0.1), Transition::Clear);
+        assert!(!d.active());
+    }
+
+    #[test]
+    fn a_new_bank_keeps_a_running_anomaly_until_it_clears() {
+        let mut d = detector(2, 2, 2);
+        assert_eq!(d.update(0.9), Transition::None);
+        assert_eq!(d.update(0.9), Transition::Raise);
+        // The operator's new bank puts the threshold above these scores.
+        let mut bank = d.bank().clone();
+        bank.calibration.threshold = 1.0;
+        d.replace_bank(bank, 1.0);
+        assert_eq!(d.threshold(), 1.0);
+        assert!(d.active(), "the running anomaly goes on");
+        assert_eq!(d.update(0.9), Transition::None);
+        assert_eq!(
+            d.update(0.9),
+            Transition::Clear,
+            "and ends: no second raise"
+        );
         assert!(!d.active());
     }
 

@@ -210,7 +210,7 @@ impl Inference {
         let reply = serde_json::json!({
             "cmd": name, "ok": true, "bank_size": bank.len(), "threshold": bank.calibration.threshold,
         });
-        *det = self.detector(bank);
+        det.replace_bank(bank, self.decision.3);
         reply
     }
 
