@@ -2,7 +2,7 @@
 //! replay: `false_alarm` teaches the bank the last event's sound, `mute` holds events
 //! back (and `mute 0` ends it), `learn_start`/`learn_stop` add what was heard between.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::util::{
@@ -24,36 +24,35 @@ fn starts_between(msgs: &[Msg], from: f64, to: f64) -> usize {
         .count()
 }
 
-#[test]
-fn false_alarm_mute_and_learning_over_mqtt() {
-    let Some(data) = shared_data() else { return };
-    let Some((_broker, port)) = mosquitto() else {
-        return;
-    };
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let dir = tempfile::tempdir().unwrap();
-    let test = data.join("fan/test");
-    let normal = test.join("normal_id_00_20210210T012029.wav");
-    let a1 = test.join("anomaly_id_00_bladefault_20200318T205628.wav");
-    let a2 = test.join("anomaly_id_00_bladefault_20200318T205711.wav");
-    // N A1 N A1 N A2 N A2 N, 6 s each.
-    let order: Vec<&PathBuf> = vec![
-        &normal, &a1, &normal, &a1, &normal, &a2, &normal, &a2, &normal,
-    ];
-    let parts: Vec<PathBuf> = order
+/// `seconds` of each clip, one after the other (faded over 0.25 s), written to `out`;
+/// returns where each part starts.
+fn stream(dir: &Path, clips: &[&PathBuf], seconds: f64, out: &Path) -> (Vec<f64>, f64) {
+    let parts: Vec<PathBuf> = clips
         .iter()
         .enumerate()
         .map(|(i, f)| {
             let clip = hark::wav::Clip::read(f).unwrap();
             let x = clip.mono(Some(0));
-            let out = dir.path().join(format!("p{i}.wav"));
-            hark::wav::write_mono_i16(&out, clip.sample_rate_hz, &x[..6 * 16000]).unwrap();
-            out
+            let n = (seconds * clip.sample_rate_hz as f64) as usize;
+            let part = dir.join(format!("p{i}.wav"));
+            hark::wav::write_mono_i16(&part, clip.sample_rate_hz, &x[..n.min(x.len())]).unwrap();
+            part
         })
         .collect();
-    let wav = dir.path().join("stream.wav");
-    let (t, _) = concat_wav(&parts, &wav);
-    let bank = dir.path().join("fan.bank.safetensors");
+    concat_wav(&parts, out)
+}
+
+/// A config for source `fan` of node `ops` replaying `wav` in real time (× `speed`),
+/// with a bank enrolled from fan/train. Returns the config, the bank, the model and
+/// the bank's threshold.
+fn fan_source(
+    data: &Path,
+    dir: &Path,
+    wav: &Path,
+    port: u16,
+    speed: f64,
+) -> (PathBuf, PathBuf, PathBuf, f32) {
+    let bank = dir.join("fan.bank.safetensors");
     let model = shipped_model("default.safetensors");
     run_ok(
         hark()
@@ -81,17 +80,91 @@ url = "mqtt://127.0.0.1:{port}"
 name = "fan"
 device = "file:{wav}"
 realtime = true
-replay_speed = 1.5
+replay_speed = {speed}
 model = "{model}"
 bank = "{bank}"
 "#,
-        dir = dir.path().display(),
+        dir = dir.display(),
         wav = wav.display(),
         model = model.display(),
         bank = bank.display(),
     );
-    let config = dir.path().join("hark.toml");
+    let config = dir.join("hark.toml");
     std::fs::write(&config, cfg).unwrap();
+    (config, bank, model, enrolled)
+}
+
+#[test]
+fn false_alarm_during_an_event_lets_it_end() {
+    // A bank swap in the middle of an event once put in a fresh detector: the event
+    // never ended, and the fault's next windows opened a second one over it.
+    let Some(data) = shared_data() else { return };
+    let Some((_broker, port)) = mosquitto() else {
+        return;
+    };
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let test = data.join("fan/test");
+    let normal = test.join("normal_id_00_20210210T012029.wav");
+    let fault = test.join("anomaly_id_00_bladefault_20200318T205628.wav");
+    // N A N N, 10 s each.
+    let wav = dir.path().join("stream.wav");
+    let (t, end) = stream(dir.path(), &[&normal, &fault, &normal, &normal], 10.0, &wav);
+    let (config, ..) = fan_source(&data, dir.path(), &wav, port, 2.0);
+    let sub = Collector::connect(port, "hark/ops/#", Duration::from_secs(5));
+    let mut proc = crate::util::spawn_hark(&config);
+    let is_event =
+        |m: &Msg, kind: &str| m.topic == "hark/ops/fan/event" && m.json()["type"] == kind;
+    let Some(start) = sub.wait_for(Duration::from_secs(30), |m| is_event(m, "start")) else {
+        let _ = proc.terminate(Duration::from_secs(5));
+        panic!("no event: {}\n{:?}", proc.stderr(), sub.all());
+    };
+    sub.publish("hark/ops/fan/cmd", r#"{"cmd": "false_alarm"}"#);
+    let fa = reply(&sub, "false_alarm");
+    assert_eq!(fa["ok"], true, "{fa}");
+    sub.wait_for(Duration::from_secs(40), |m| {
+        m.topic == "hark/ops/fan/health" && m.json()["ended"] == true
+    })
+    .expect("replay ends");
+    std::thread::sleep(Duration::from_millis(500));
+    let status = proc.terminate(Duration::from_secs(10)).expect("exits");
+    assert!(status.success(), "{}", proc.stderr());
+    let msgs = sub.all();
+    let starts: Vec<&Msg> = msgs.iter().filter(|m| is_event(m, "start")).collect();
+    assert_eq!(starts.len(), 1, "one fault, one event: {starts:?}");
+    let id = &start.json()["id"];
+    let ended = msgs
+        .iter()
+        .find(|m| is_event(m, "end") && &m.json()["id"] == id)
+        .unwrap_or_else(|| panic!("event {id} has no end: {msgs:?}"));
+    // Ended by clean windows after the fault, not closed because the input ended.
+    let t_end = ended.json()["t_end"].as_f64().unwrap();
+    assert!(
+        t_end > t[2] && t_end < end - 5.0,
+        "ended at {t_end}, the fault ends at {}, the stream at {end}",
+        t[2]
+    );
+}
+
+#[test]
+fn false_alarm_mute_and_learning_over_mqtt() {
+    let Some(data) = shared_data() else { return };
+    let Some((_broker, port)) = mosquitto() else {
+        return;
+    };
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let test = data.join("fan/test");
+    let normal = test.join("normal_id_00_20210210T012029.wav");
+    let a1 = test.join("anomaly_id_00_bladefault_20200318T205628.wav");
+    let a2 = test.join("anomaly_id_00_bladefault_20200318T205711.wav");
+    // N A1 N A1 N A2 N A2 N, 6 s each.
+    let order: Vec<&PathBuf> = vec![
+        &normal, &a1, &normal, &a1, &normal, &a2, &normal, &a2, &normal,
+    ];
+    let wav = dir.path().join("stream.wav");
+    let (t, _) = stream(dir.path(), &order, 6.0, &wav);
+    let (config, bank, model, enrolled) = fan_source(&data, dir.path(), &wav, port, 1.5);
     let sub = Collector::connect(port, "hark/ops/#", Duration::from_secs(5));
     let mut proc = crate::util::spawn_hark(&config);
     let cmd = |c: &str| sub.publish("hark/ops/fan/cmd", c);
