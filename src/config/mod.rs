@@ -253,17 +253,7 @@ fn one_line(message: &str) -> String {
         .lines()
         .map(str::trim)
         .filter(|l| !l.is_empty() && *l != "|" && !l.starts_with("|") && !l.starts_with('^'))
-        .map(|l| {
-            l.chars()
-                .map(|c| {
-                    if c.is_control() {
-                        c.escape_default().to_string()
-                    } else {
-                        c.to_string()
-                    }
-                })
-                .collect()
-        })
+        .map(|l| crate::model::single_line(&l))
         .collect();
     parts.join(": ")
 }

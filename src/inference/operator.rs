@@ -131,7 +131,6 @@ impl Inference {
                 u.name
             ));
         }
-        let mut bank = det.bank().clone();
         let started = match cmd {
             StationCommand::EnrollStop => {
                 let Some(collected) = station.enrolling.take() else {
@@ -145,6 +144,7 @@ impl Inference {
                 let hop_s = self.embedder.meta().front.window_hop_seconds();
                 let guard = self.overlap_guard();
                 let target = crate::bank::Target::for_model(self.embedder.meta());
+                let bank = det.bank().clone();
                 Update::start(name, move || {
                     bank.extend(rows, notes, hop_s, guard, MAX_BANK, target)
                 })
@@ -160,6 +160,7 @@ impl Inference {
                         false => "no event since the start or the last false_alarm".into(),
                     });
                 }
+                let mut bank = det.bank().clone();
                 Update::start(name, move || {
                     for (w, note) in windows {
                         bank.push(&w, Some(note));

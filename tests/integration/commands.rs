@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::util::{
-    Collector, Msg, SERIAL, concat_wav, hark, mosquitto, run_ok, shared_data, shipped_model,
+    Collector, Msg, Proc, SERIAL, concat_wav, hark, mosquitto, run_ok, shared_data, shipped_model,
 };
 
 fn reply(sub: &Collector, cmd: &str) -> serde_json::Value {
@@ -94,6 +94,19 @@ bank = "{bank}"
     (config, bank, model, enrolled)
 }
 
+/// Waits up to `timeout` for the replay to end, stops hark (it must exit cleanly) and
+/// returns every message heard.
+fn after_the_replay(sub: &Collector, proc: &mut Proc, timeout: Duration) -> Vec<Msg> {
+    sub.wait_for(timeout, |m| {
+        m.topic == "hark/ops/fan/health" && m.json()["ended"] == true
+    })
+    .expect("replay ends");
+    std::thread::sleep(Duration::from_millis(500));
+    let status = proc.terminate(Duration::from_secs(10)).expect("exits");
+    assert!(status.success(), "{}", proc.stderr());
+    sub.all()
+}
+
 #[test]
 fn false_alarm_during_an_event_lets_it_end() {
     // A bank swap in the middle of an event once put in a fresh detector: the event
@@ -122,14 +135,7 @@ fn false_alarm_during_an_event_lets_it_end() {
     sub.publish("hark/ops/fan/cmd", r#"{"cmd": "false_alarm"}"#);
     let fa = reply(&sub, "false_alarm");
     assert_eq!(fa["ok"], true, "{fa}");
-    sub.wait_for(Duration::from_secs(40), |m| {
-        m.topic == "hark/ops/fan/health" && m.json()["ended"] == true
-    })
-    .expect("replay ends");
-    std::thread::sleep(Duration::from_millis(500));
-    let status = proc.terminate(Duration::from_secs(10)).expect("exits");
-    assert!(status.success(), "{}", proc.stderr());
-    let msgs = sub.all();
+    let msgs = after_the_replay(&sub, &mut proc, Duration::from_secs(40));
     let starts: Vec<&Msg> = msgs.iter().filter(|m| is_event(m, "start")).collect();
     assert_eq!(starts.len(), 1, "one fault, one event: {starts:?}");
     let id = &start.json()["id"];
@@ -218,16 +224,9 @@ fn false_alarm_mute_and_learning_over_mqtt() {
         m.topic == "hark/ops/fan/cmd/result" && m.json()["minutes"] == 0.0
     })
     .expect("unmuted");
-    sub.wait_for(Duration::from_secs(30), |m| {
-        m.topic == "hark/ops/fan/health" && m.json()["ended"] == true
-    })
-    .expect("replay ends");
-    std::thread::sleep(Duration::from_millis(500));
-    let msgs = sub.all();
+    let msgs = after_the_replay(&sub, &mut proc, Duration::from_secs(30));
     // An event's t_start is the start of its first window over threshold: up to one
     // window (`shipped_window_s`) before the clip that caused it.
-    let status = proc.terminate(Duration::from_secs(10)).expect("exits");
-    assert!(status.success(), "{}", proc.stderr());
     assert!(
         starts_between(&msgs, t[1] - 2.5, t[2]) >= 1,
         "A1 raises an event"
