@@ -16,11 +16,13 @@ use candle_nn::{Linear, VarBuilder};
 use sha2::Digest;
 
 mod file;
+mod locate;
 mod meta;
 pub use file::{
     NamedTensor, SplitMix64, first_line, fixed_seed_tensors, hex, init_fixed_seed, save_tensors,
     single_line,
 };
+pub use locate::{candidates, locate};
 pub use meta::ModelMeta;
 
 /// Version of the weights-file layout this code reads and writes.
@@ -206,12 +208,30 @@ pub struct Embedder {
 
 impl Embedder {
     /// Loads weights and metadata, then runs one dummy window to fail fast on shapes.
+    ///
+    /// A relative `path` that is not there is also looked for beside the binary
+    /// ([`locate`]); [`Embedder::path`] reports the file that was read.
     pub fn load(path: &Path) -> Result<Embedder, ModelError> {
-        let bytes = std::fs::read(path).map_err(|e| ModelError {
-            file: path.to_path_buf(),
-            why: format!("cannot read model: {e}"),
+        let (path, looked) = match locate(path) {
+            Ok(found) => (found, String::new()),
+            Err(places) => {
+                let others: Vec<String> = places[1..]
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect();
+                let looked = if others.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (also looked for {})", others.join(", "))
+                };
+                (path.to_path_buf(), looked)
+            }
+        };
+        let bytes = std::fs::read(&path).map_err(|e| ModelError {
+            file: path.clone(),
+            why: format!("cannot read model: {e}{looked}"),
         })?;
-        Self::from_bytes(bytes, path)
+        Self::from_bytes(bytes, &path)
     }
 
     /// Loads a weights file already read into memory; `path` names it in messages

@@ -512,3 +512,85 @@ fn short_training_run(data: &std::path::Path, extra: &[&str]) -> String {
     );
     e.meta().origin.clone()
 }
+
+/// A set of three 2 s noise clips in `dir/clips`, for commands that only need to load
+/// a model and enrol something.
+fn noise_clips(dir: &std::path::Path) -> std::path::PathBuf {
+    let clips = dir.join("clips");
+    std::fs::create_dir_all(&clips).unwrap();
+    let mut rng = hark::model::SplitMix64(9);
+    for i in 0..3 {
+        let x: Vec<f32> = (0..32_000)
+            .map(|_| 0.1 * (2.0 * rng.uniform() as f32 - 1.0))
+            .collect();
+        hark::wav::write_mono_i16(&clips.join(format!("normal_{i}.wav")), 16_000, &x).unwrap();
+    }
+    clips
+}
+
+#[test]
+fn the_shipped_model_is_found_from_any_working_directory() {
+    // A cargo build, run from a folder with no models/ in it: the source tree's model.
+    let dir = tempfile::tempdir().unwrap();
+    noise_clips(dir.path());
+    run_ok(
+        hark()
+            .current_dir(dir.path())
+            .args(["enroll", "clips", "--out", "a.bank.safetensors"]),
+    );
+    assert!(dir.path().join("a.bank.safetensors").is_file());
+
+    // The package layout (PREFIX/bin/hark, PREFIX/share/hark/models/): the installed
+    // model, whatever the working directory. A hard link keeps /proc/self/exe at the
+    // link's own path; the folder is on the target's file system so that it can be made.
+    let prefix = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let bin = prefix.path().join("bin/hark");
+    let models = prefix.path().join("share/hark/models");
+    std::fs::create_dir_all(bin.parent().unwrap()).unwrap();
+    std::fs::create_dir_all(&models).unwrap();
+    if std::fs::hard_link(env!("CARGO_BIN_EXE_hark"), &bin).is_err() {
+        std::fs::copy(env!("CARGO_BIN_EXE_hark"), &bin).unwrap();
+    }
+    std::fs::copy(
+        shipped_model("default.safetensors"),
+        models.join("default.safetensors"),
+    )
+    .unwrap();
+    let installed = |args: &[&str]| {
+        std::process::Command::new(&bin)
+            .current_dir(dir.path())
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = installed(&["enroll", "clips", "--out", "b.bank.safetensors"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(dir.path().join("b.bank.safetensors").is_file());
+
+    // A model that is nowhere: one line that names every place looked in.
+    let out = installed(&[
+        "enroll",
+        "clips",
+        "--model",
+        "models/none.safetensors",
+        "--out",
+        "c.bank.safetensors",
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(
+        err.contains("models/none.safetensors: cannot read model"),
+        "{err}"
+    );
+    let also = models.join("none.safetensors");
+    assert!(
+        err.contains(&format!("also looked for {}", also.display())),
+        "{err}"
+    );
+    assert!(!dir.path().join("c.bank.safetensors").exists());
+}
