@@ -277,23 +277,85 @@ fn test_files(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     Ok(tests)
 }
 
-/// Evaluates one set; `Ok(None)` when its test clips lack one of the labels. `bar`
+/// A group of clips `hark eval` scores with one bank: a whole set, or one machine of it.
+#[derive(Debug, PartialEq)]
+pub(super) struct Group {
+    /// `SET`, or `SET/id_02` (`SET/section_01`) for one machine of a set of several.
+    pub name: String,
+    /// Its normal `train/` clips, sorted by name.
+    pub train: Vec<PathBuf>,
+    /// Its labelled `test/` clips, sorted by name.
+    pub test: Vec<PathBuf>,
+}
+
+/// The groups of a set. A set whose `train/` clips name one machine (or none) is one
+/// group. A set of several (a DCASE download: `normal_id_00_…` to `normal_id_06_…`, or
+/// `section_00_…` to `section_05_…`) is one group per machine, each with a bank of its
+/// own normal clips and an AUC of its own: as DCASE scores them, and as the daemon
+/// runs, one bank per machine. A test clip of a machine with no `train/` clip is an
+/// error that names it.
+pub(super) fn groups(
+    name: &str,
+    train: Vec<PathBuf>,
+    test: Vec<PathBuf>,
+) -> anyhow::Result<Vec<Group>> {
+    let id = |p: &PathBuf| super::machine_id(&p.file_name().unwrap_or_default().to_string_lossy());
+    let mut by_id: std::collections::BTreeMap<String, Group> = std::collections::BTreeMap::new();
+    for file in train.iter() {
+        let id = id(file);
+        by_id
+            .entry(id.clone())
+            .or_insert_with(|| Group {
+                name: format!("{name}/{id}"),
+                train: Vec::new(),
+                test: Vec::new(),
+            })
+            .train
+            .push(file.clone());
+    }
+    if by_id.len() <= 1 {
+        return Ok(vec![Group {
+            name: name.to_string(),
+            train,
+            test,
+        }]);
+    }
+    for file in test {
+        let id = id(&file);
+        let Some(unit) = by_id.get_mut(&id) else {
+            let what = if id.is_empty() {
+                "no machine id".to_string()
+            } else {
+                id
+            };
+            bail!(
+                "{}: {what}, but the set's train/ clips are of {} (one bank per machine: \
+                 every test clip needs train/ clips of its own machine)",
+                file.display(),
+                by_id.keys().cloned().collect::<Vec<_>>().join(", ")
+            );
+        };
+        unit.test.push(file);
+    }
+    Ok(by_id.into_values().collect())
+}
+
+/// Evaluates one group; `Ok(None)` when its test clips lack one of the labels. `bar`
 /// advances by one per clip (train and test); `log` gets every clip's windows.
 pub(super) fn evaluate(
     embedder: &Embedder,
-    name: &str,
-    dir: &Path,
+    unit: &Group,
     bar: &Bar,
     log: &mut WindowLog,
 ) -> anyhow::Result<Option<SetResult>> {
-    let (bank, train_levels) = enrol(embedder, &super::wav_files(&dir.join("train"))?, bar, log)?;
+    let (bank, train_levels) = enrol(embedder, &unit.train, bar, log)?;
     let n = train_levels.len() as f64;
     let mu = train_levels.iter().sum::<f64>() / n;
     let sd = (train_levels.iter().map(|l| (l - mu).powi(2)).sum::<f64>() / n).sqrt() + 1e-9;
 
     let (mut normal, mut anomaly, mut level_n, mut level_a) = (vec![], vec![], vec![], vec![]);
     let mut clips = Vec::new();
-    for file in &test_files(dir)? {
+    for file in &unit.test {
         let Some(is_anomaly) = label(file) else {
             continue;
         };
@@ -324,7 +386,7 @@ pub(super) fn evaluate(
         return Ok(None);
     }
     Ok(Some(SetResult {
-        name: name.to_string(),
+        name: unit.name.clone(),
         auc: auc(&normal, &anomaly)?,
         pauc: pauc(&normal, &anomaly, MAX_FPR)?,
         level_auc: auc(&level_n, &level_a)?,
@@ -353,6 +415,69 @@ fn write_scores(dir: &Path, r: &SetResult) -> anyhow::Result<()> {
         text.push_str(&format!("{file},{score}\n"));
     }
     crate::fsutil::write_atomic(&scores_file(dir, &r.name), text.as_bytes())
+}
+
+/// What a result line reports: one group's numbers, or a set's mean over its machines.
+struct Numbers {
+    auc: f64,
+    pauc: f64,
+    level_auc: f64,
+    n_normal: usize,
+    n_anomaly: usize,
+}
+
+impl Numbers {
+    fn of(r: &SetResult) -> Numbers {
+        Numbers {
+            auc: r.auc,
+            pauc: r.pauc,
+            level_auc: r.level_auc,
+            n_normal: r.normal.len(),
+            n_anomaly: r.anomaly.len(),
+        }
+    }
+
+    /// The mean AUC, pAUC and level AUC over `rs`, with their clips counted together.
+    fn mean(rs: &[SetResult]) -> Numbers {
+        let n = rs.len() as f64;
+        let mean = |f: fn(&SetResult) -> f64| rs.iter().map(f).sum::<f64>() / n;
+        Numbers {
+            auc: mean(|r| r.auc),
+            pauc: mean(|r| r.pauc),
+            level_auc: mean(|r| r.level_auc),
+            n_normal: rs.iter().map(|r| r.normal.len()).sum(),
+            n_anomaly: rs.iter().map(|r| r.anomaly.len()).sum(),
+        }
+    }
+}
+
+/// One line of `hark eval`'s output: a table row, or with `json` a JSON object.
+/// `machines`: the line is a set's mean over that many machines (`"machines": N`).
+fn result_line(json: bool, name: &str, n: &Numbers, machines: Option<usize>) -> String {
+    if json {
+        let mut v = serde_json::json!({
+            "set": name, "auc": n.auc, "pauc": n.pauc, "level_auc": n.level_auc,
+            "n_normal": n.n_normal, "n_anomaly": n.n_anomaly,
+        });
+        if let Some(m) = machines {
+            v["machines"] = m.into();
+        }
+        v.to_string()
+    } else {
+        let name = match machines {
+            Some(m) => format!("{name} (mean of {m})"),
+            None => name.to_string(),
+        };
+        format!(
+            "{:<24} AUC {:6.2}  pAUC {:6.2}  level AUC {:6.2}  ({} normal / {} anomaly)",
+            name,
+            100.0 * n.auc,
+            100.0 * n.pauc,
+            100.0 * n.level_auc,
+            n.n_normal,
+            n.n_anomaly
+        )
+    }
 }
 
 /// Evaluates every set under `dirs` and prints a table or JSON lines: on `test/`, or
@@ -393,38 +518,34 @@ pub fn run(
     let bar = progress::bar(clips as u64, "evaluating", Unit::Items("clips"));
     let mut results = Vec::new();
     for (name, set) in all_sets {
-        bar.set_message(name.clone());
-        let mut log = WindowLog::new(out.windows, &name, "")?;
-        let r = evaluate(&embedder, &name, &set, &bar, &mut log)?;
-        log.save()?;
-        let Some(r) = r else {
-            bar.stderr_line(&format!(
-                "{name}: skipped (its test/ clips need both normal and anomaly labels)"
-            ));
-            continue;
-        };
-        let line = if out.json {
-            serde_json::json!({
-                "set": r.name, "auc": r.auc, "pauc": r.pauc, "level_auc": r.level_auc,
-                "n_normal": r.normal.len(), "n_anomaly": r.anomaly.len(),
-            })
-            .to_string()
-        } else {
-            format!(
-                "{:<24} AUC {:6.2}  pAUC {:6.2}  level AUC {:6.2}  ({} normal / {} anomaly)",
-                r.name,
-                100.0 * r.auc,
-                100.0 * r.pauc,
-                100.0 * r.level_auc,
-                r.normal.len(),
-                r.anomaly.len()
-            )
-        };
-        bar.stdout_line(&line)?;
-        if let Some(dir) = out.scores {
-            write_scores(dir, &r)?;
+        let train = super::wav_files(&set.join("train"))?;
+        let machines = groups(&name, train, test_files(&set)?)?;
+        let several = machines.len() > 1;
+        let mut of_set = Vec::new();
+        for unit in &machines {
+            bar.set_message(unit.name.clone());
+            let mut log = WindowLog::new(out.windows, &unit.name, "")?;
+            let r = evaluate(&embedder, unit, &bar, &mut log)?;
+            log.save()?;
+            let Some(r) = r else {
+                bar.stderr_line(&format!(
+                    "{}: skipped (its test/ clips need both normal and anomaly labels)",
+                    unit.name
+                ));
+                continue;
+            };
+            bar.stdout_line(&result_line(out.json, &r.name, &Numbers::of(&r), None))?;
+            if let Some(dir) = out.scores {
+                write_scores(dir, &r)?;
+            }
+            of_set.push(r);
         }
-        results.push(r);
+        // DCASE 2020's figure for a machine type: the mean over its machines.
+        if several && of_set.len() > 1 {
+            let mean = Numbers::mean(&of_set);
+            bar.stdout_line(&result_line(out.json, &name, &mean, Some(of_set.len())))?;
+        }
+        results.extend(of_set);
     }
     drop(bar);
     if results.is_empty() {
@@ -450,6 +571,61 @@ mod tests {
         assert_eq!(
             scores_file(dir, "dcase2023/ToyCar"),
             Path::new("out/anomaly_score_dcase2023_ToyCar.csv")
+        );
+    }
+
+    #[test]
+    fn a_set_of_several_machines_is_scored_one_machine_at_a_time() {
+        let paths = |names: &[&str]| -> Vec<PathBuf> { names.iter().map(PathBuf::from).collect() };
+        // One machine (or none named): the whole set, as it is.
+        let one = groups(
+            "fan",
+            paths(&["t/normal_id_00_1.wav", "t/normal_id_00_2.wav"]),
+            paths(&["s/anomaly_id_00_1.wav", "s/normal_id_04_1.wav"]),
+        )
+        .unwrap();
+        assert_eq!(one.len(), 1);
+        assert_eq!((one[0].name.as_str(), one[0].test.len()), ("fan", 2));
+        // Several: one group per machine, each with its own train and test clips.
+        let train = paths(&[
+            "t/normal_id_00_1.wav",
+            "t/normal_id_02_1.wav",
+            "t/normal_id_00_2.wav",
+        ]);
+        let test = paths(&["s/anomaly_id_02_1.wav", "s/normal_id_00_1.wav"]);
+        let several = groups("fan", train.clone(), test).unwrap();
+        assert_eq!(
+            several,
+            [
+                Group {
+                    name: "fan/id_00".into(),
+                    train: paths(&["t/normal_id_00_1.wav", "t/normal_id_00_2.wav"]),
+                    test: paths(&["s/normal_id_00_1.wav"]),
+                },
+                Group {
+                    name: "fan/id_02".into(),
+                    train: paths(&["t/normal_id_02_1.wav"]),
+                    test: paths(&["s/anomaly_id_02_1.wav"]),
+                },
+            ]
+        );
+        // DCASE 2021+ names sections instead.
+        let sections = groups(
+            "gearbox",
+            paths(&[
+                "section_00_source_train_normal_0001.wav",
+                "section_01_source_train_normal_0001.wav",
+            ]),
+            Vec::new(),
+        )
+        .unwrap();
+        assert_eq!(sections[1].name, "gearbox/section_01");
+        // A test clip of a machine with no train/ clip: an error that names it.
+        let e = groups("fan", train, paths(&["s/anomaly_id_06_1.wav"])).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "s/anomaly_id_06_1.wav: id_06, but the set's train/ clips are of id_00, id_02 \
+             (one bank per machine: every test clip needs train/ clips of its own machine)"
         );
     }
 

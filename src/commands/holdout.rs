@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::bail;
 
-use super::eval::{MAX_FPR, Outputs, WindowLog, audio_windows, bank_of, clip_score};
+use super::eval::{Group, MAX_FPR, Outputs, WindowLog, audio_windows, bank_of, clip_score, groups};
 use super::progress::{self, Bar, Unit};
 use crate::metrics::{auc, pauc};
 use crate::model::Embedder;
@@ -99,17 +99,16 @@ fn piece_range(k: usize, n: usize, len: usize) -> std::ops::Range<usize> {
 /// advances by one per clip.
 pub(super) fn holdout(
     embedder: &Embedder,
-    name: &str,
-    dir: &Path,
+    group: &Group,
     Holdout { split, seed }: Holdout,
     bar: &Bar,
     log: &mut WindowLog,
 ) -> anyhow::Result<Vec<TwinResult>> {
-    let files = super::wav_files(&dir.join("train"))?;
+    let (name, files) = (&group.name, &group.train);
     // Per file, whether each of its pieces is enrolled; `split` sees all pieces in
     // order (by file name, then time).
     let mut counts = Vec::with_capacity(files.len());
-    for file in &files {
+    for file in files {
         let wav = crate::wav::WavStream::open(file)?;
         counts.push(piece_count(wav.frames(), wav.sample_rate_hz));
     }
@@ -127,8 +126,7 @@ pub(super) fn holdout(
     let held_out = enrolled.iter().flatten().filter(|e| !**e).count();
     if held_out == 0 {
         bail!(
-            "{}: --holdout needs at least 2 train clips (or one of {} s or more), found {} clip(s), {total} piece(s)",
-            dir.join("train").display(),
+            "{name}: --holdout needs at least 2 train clips (or one of {} s or more), found {} clip(s), {total} piece(s)",
             2.0 * PIECE_S,
             files.len()
         );
@@ -203,11 +201,20 @@ pub(super) fn run(
     out: &Outputs,
 ) -> anyhow::Result<()> {
     let bar = progress::bar(clips as u64, "held-out twins", Unit::Items("clips"));
-    for (name, set) in sets {
+    let machines = sets.iter().map(|(name, set)| {
+        let train = super::wav_files(&set.join("train"))?;
+        groups(name, train, Vec::new())
+    });
+    for group in machines
+        .collect::<anyhow::Result<Vec<_>>>()?
+        .iter()
+        .flatten()
+    {
+        let name = &group.name;
         bar.set_message(name.clone());
         let suffix = format!("_holdout-{}", h.split.name());
         let mut log = WindowLog::new(out.windows, name, &suffix)?;
-        let results = holdout(embedder, name, set, h, &bar, &mut log)?;
+        let results = holdout(embedder, group, h, &bar, &mut log)?;
         log.save()?;
         for r in &results {
             let line = if out.json {

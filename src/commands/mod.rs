@@ -40,7 +40,7 @@ use clap::{Parser, Subcommand};
 
 use crate::config::Config;
 
-pub use offline::{EmbeddedClip, embed_clip, wav_files};
+pub use offline::{EmbeddedClip, embed_clip, machine_id, wav_files};
 
 /// hark: listens to machines and raises alarms over MQTT when they sound wrong.
 #[derive(Debug, Parser)]

@@ -36,22 +36,6 @@ pub struct Options {
     pub knock_windows: bool,
 }
 
-/// The machine identity in a DCASE file name: `id_03`, `section_00`, or "".
-fn machine_id(name: &str) -> String {
-    for key in ["id_", "section_"] {
-        if let Some(pos) = name.find(key) {
-            let digits: String = name[pos + key.len()..]
-                .chars()
-                .take_while(char::is_ascii_digit)
-                .collect();
-            if !digits.is_empty() {
-                return format!("{key}{digits}");
-            }
-        }
-    }
-    String::new()
-}
-
 /// `k` evenly spaced items of `v` (all of them if there are fewer).
 fn spread<T>(v: Vec<T>, k: usize) -> Vec<T> {
     if v.len() <= k {
@@ -122,7 +106,7 @@ pub fn run(o: &Options) -> anyhow::Result<()> {
                     .file_name()
                     .map(|n| n.to_string_lossy().into_owned())
                     .unwrap_or_default();
-                let key = format!("{set}/{}", machine_id(&name));
+                let key = format!("{set}/{}", super::machine_id(&name));
                 let class = match classes.iter().position(|c| *c == key) {
                     Some(i) => i,
                     None => {
@@ -245,16 +229,6 @@ pub fn run(o: &Options) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn machine_ids_from_dcase_names() {
-        assert_eq!(machine_id("normal_id_03_00000012.wav"), "id_03");
-        assert_eq!(
-            machine_id("section_00_source_train_normal_0001_car_A1.wav"),
-            "section_00"
-        );
-        assert_eq!(machine_id("healthy_12.wav"), "");
-    }
 
     #[test]
     fn spread_keeps_evenly_spaced_items() {

@@ -594,3 +594,73 @@ fn the_shipped_model_is_found_from_any_working_directory() {
     );
     assert!(!dir.path().join("c.bank.safetensors").exists());
 }
+
+#[test]
+fn eval_scores_each_machine_of_a_set_against_its_own_bank() {
+    // A set of two machines, as a DCASE download lays them out: aircompressor's clips
+    // as id_00 and slider's as id_02 (links to the real files, renamed).
+    let Some(data) = shared_data() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let set = dir.path().join("two");
+    for part in ["train", "test"] {
+        std::fs::create_dir_all(set.join(part)).unwrap();
+        for (from, id) in [("aircompressor", "id_00"), ("slider", "id_02")] {
+            for e in std::fs::read_dir(data.join(from).join(part)).unwrap() {
+                let path = e.unwrap().path();
+                let name = path.file_name().unwrap().to_string_lossy();
+                let to = set.join(part).join(name.replace("id_00", id));
+                std::os::unix::fs::symlink(&path, to).unwrap();
+            }
+        }
+    }
+    let eval = |dirs: &[std::path::PathBuf], extra: &[&str]| {
+        let out = run_ok(hark().arg("eval").args(dirs).args(extra).arg("--json"));
+        json_rows(&out.stdout)
+    };
+    let alone = eval(&[data.join("aircompressor"), data.join("slider")], &[]);
+    let two = eval(&[set.clone()], &[]);
+    // Each machine scores exactly as it does alone; then the set's mean over them.
+    assert_eq!(two.len(), 3, "{two:?}");
+    for (machine, by_itself) in two.iter().zip(&alone) {
+        for key in ["auc", "pauc", "level_auc", "n_normal", "n_anomaly"] {
+            assert_eq!(machine[key], by_itself[key], "{key}: {machine} {by_itself}");
+        }
+    }
+    assert_eq!(
+        (two[0]["set"].as_str(), two[1]["set"].as_str()),
+        (Some("two/id_00"), Some("two/id_02"))
+    );
+    let mean = &two[2];
+    assert_eq!(
+        (mean["set"].as_str(), mean["machines"].as_u64()),
+        (Some("two"), Some(2))
+    );
+    let avg = |key: &str| (alone[0][key].as_f64().unwrap() + alone[1][key].as_f64().unwrap()) / 2.0;
+    assert!(
+        (mean["auc"].as_f64().unwrap() - avg("auc")).abs() < 1e-12,
+        "{mean}"
+    );
+    assert!(
+        (mean["pauc"].as_f64().unwrap() - avg("pauc")).abs() < 1e-12,
+        "{mean}"
+    );
+    assert_eq!(mean["n_anomaly"], 282);
+
+    // --holdout enrols and scores each machine alone too.
+    let alone = eval(
+        &[data.join("aircompressor"), data.join("slider")],
+        &["--holdout"],
+    );
+    let two = eval(&[set], &["--holdout"]);
+    assert_eq!(two.len(), alone.len());
+    for (machine, by_itself) in two.iter().zip(&alone) {
+        assert_eq!(
+            (&machine["auc"], &machine["pauc"]),
+            (&by_itself["auc"], &by_itself["pauc"])
+        );
+        assert!(
+            machine["set"].as_str().unwrap().starts_with("two/id_0"),
+            "{machine}"
+        );
+    }
+}
