@@ -30,6 +30,10 @@ pub struct SetResult {
     pub pauc: f64,
     /// Loudness-only baseline AUC on the same clips.
     pub level_auc: f64,
+    /// DCASE 2021+ sets (test clips named `…_source_test_…` / `…_target_test_…`): the
+    /// AUC of each domain's normal clips against every anomalous clip of the group, as
+    /// DCASE scores domain shift; `None` where the group has no such normal clip.
+    pub domain_auc: [Option<f64>; 2],
     /// Clip scores of the normal test clips.
     pub normal: Vec<f64>,
     /// Clip scores of the anomalous test clips.
@@ -129,6 +133,18 @@ pub fn label(path: &Path) -> Option<bool> {
     } else {
         None
     }
+}
+
+/// DCASE 2021+'s two domains, as test clip names carry them.
+pub const DOMAINS: [&str; 2] = ["source", "target"];
+
+/// The domain of a DCASE 2021+ clip from its name (`section_00_target_test_normal_…`):
+/// an index into [`DOMAINS`], or `None`.
+pub fn domain(path: &Path) -> Option<usize> {
+    let name = path.file_name()?.to_string_lossy().to_ascii_lowercase();
+    DOMAINS
+        .iter()
+        .position(|d| name.contains(&format!("_{d}_")) || name.starts_with(&format!("{d}_")))
 }
 
 /// The sets under a folder: the folder itself if it has `train/`, else each child
@@ -354,6 +370,8 @@ pub(super) fn evaluate(
     let sd = (train_levels.iter().map(|l| (l - mu).powi(2)).sum::<f64>() / n).sqrt() + 1e-9;
 
     let (mut normal, mut anomaly, mut level_n, mut level_a) = (vec![], vec![], vec![], vec![]);
+    // The normal clips' scores by domain (DOMAINS order); other normal clips in neither.
+    let mut normal_by_domain = [Vec::new(), Vec::new()];
     let mut clips = Vec::new();
     for file in &unit.test {
         let Some(is_anomaly) = label(file) else {
@@ -380,6 +398,9 @@ pub(super) fn evaluate(
         } else {
             normal.push(score);
             level_n.push(level);
+            if let Some(d) = domain(file) {
+                normal_by_domain[d].push(score);
+            }
         }
     }
     if normal.is_empty() || anomaly.is_empty() {
@@ -390,6 +411,7 @@ pub(super) fn evaluate(
         auc: auc(&normal, &anomaly)?,
         pauc: pauc(&normal, &anomaly, MAX_FPR)?,
         level_auc: auc(&level_n, &level_a)?,
+        domain_auc: normal_by_domain.map(|n| auc(&n, &anomaly).ok()),
         normal,
         anomaly,
         clips,
@@ -422,6 +444,7 @@ struct Numbers {
     auc: f64,
     pauc: f64,
     level_auc: f64,
+    domain_auc: [Option<f64>; 2],
     n_normal: usize,
     n_anomaly: usize,
 }
@@ -432,6 +455,7 @@ impl Numbers {
             auc: r.auc,
             pauc: r.pauc,
             level_auc: r.level_auc,
+            domain_auc: r.domain_auc,
             n_normal: r.normal.len(),
             n_anomaly: r.anomaly.len(),
         }
@@ -445,6 +469,11 @@ impl Numbers {
             auc: mean(|r| r.auc),
             pauc: mean(|r| r.pauc),
             level_auc: mean(|r| r.level_auc),
+            // A domain's mean over the machines that have its normal clips.
+            domain_auc: [0, 1].map(|d| {
+                let v: Vec<f64> = rs.iter().filter_map(|r| r.domain_auc[d]).collect();
+                (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+            }),
             n_normal: rs.iter().map(|r| r.normal.len()).sum(),
             n_anomaly: rs.iter().map(|r| r.anomaly.len()).sum(),
         }
@@ -462,13 +491,18 @@ fn result_line(json: bool, name: &str, n: &Numbers, machines: Option<usize>) -> 
         if let Some(m) = machines {
             v["machines"] = m.into();
         }
+        for (d, a) in DOMAINS.iter().zip(n.domain_auc) {
+            if let Some(a) = a {
+                v[format!("auc_{d}")] = a.into();
+            }
+        }
         v.to_string()
     } else {
         let name = match machines {
             Some(m) => format!("{name} (mean of {m})"),
             None => name.to_string(),
         };
-        format!(
+        let mut line = format!(
             "{:<24} AUC {:6.2}  pAUC {:6.2}  level AUC {:6.2}  ({} normal / {} anomaly)",
             name,
             100.0 * n.auc,
@@ -476,7 +510,13 @@ fn result_line(json: bool, name: &str, n: &Numbers, machines: Option<usize>) -> 
             100.0 * n.level_auc,
             n.n_normal,
             n.n_anomaly
-        )
+        );
+        for (d, a) in DOMAINS.iter().zip(n.domain_auc) {
+            if let Some(a) = a {
+                line.push_str(&format!("  {d} AUC {:6.2}", 100.0 * a));
+            }
+        }
+        line
     }
 }
 

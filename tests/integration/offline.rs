@@ -664,3 +664,75 @@ fn eval_scores_each_machine_of_a_set_against_its_own_bank() {
         );
     }
 }
+
+#[test]
+fn eval_reports_each_domain_of_a_dcase_2021_set_as_dcase_does() {
+    // One section in DCASE 2021+ names: aircompressor's clips as the source domain,
+    // slider's as the target (10 train clips, as DCASE gives a target domain).
+    let Some(data) = shared_data() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let set = dir.path().join("machine");
+    for part in ["train", "test"] {
+        std::fs::create_dir_all(set.join(part)).unwrap();
+        let target_clips = if part == "train" { 10 } else { usize::MAX };
+        for (from, domain, most) in [
+            ("aircompressor", "source", usize::MAX),
+            ("slider", "target", target_clips),
+        ] {
+            let mut files: Vec<_> = std::fs::read_dir(data.join(from).join(part))
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .collect();
+            files.sort();
+            for (i, path) in files.iter().take(most).enumerate() {
+                let name = path.file_name().unwrap().to_string_lossy();
+                let label = if name.starts_with("anomaly") {
+                    "anomaly"
+                } else {
+                    "normal"
+                };
+                let to = format!("section_00_{domain}_{part}_{label}_{i:04}.wav");
+                std::os::unix::fs::symlink(path, set.join(part).join(to)).unwrap();
+            }
+        }
+    }
+    let scores = dir.path().join("scores");
+    let out = run_ok(
+        hark()
+            .arg("eval")
+            .arg(&set)
+            .arg("--json")
+            .arg("--scores")
+            .arg(&scores),
+    );
+    let rows = json_rows(&out.stdout);
+    assert_eq!(rows.len(), 1, "one section: {rows:?}");
+    let r = &rows[0];
+    // Recomputed from the clip scores: each domain's normal clips against every
+    // anomalous clip of the section (DCASE 2021-2024's AUC per domain).
+    let csv = std::fs::read_to_string(scores.join("anomaly_score_machine.csv")).unwrap();
+    let (mut normal, mut anomaly) = ([vec![], vec![]], vec![]);
+    for line in csv.lines() {
+        let (file, score) = line.rsplit_once(',').unwrap();
+        let score: f64 = score.parse().unwrap();
+        let d = usize::from(file.contains("_target_"));
+        if file.contains("_anomaly_") {
+            anomaly.push(score);
+        } else {
+            normal[d].push(score);
+        }
+    }
+    assert_eq!(
+        (normal[0].len(), normal[1].len(), anomaly.len()),
+        (40, 15, 282)
+    );
+    for (d, key) in [(0, "auc_source"), (1, "auc_target")] {
+        let expected = hark::metrics::auc(&normal[d], &anomaly).unwrap();
+        assert!(
+            (r[key].as_f64().unwrap() - expected).abs() < 1e-12,
+            "{key}: {r}"
+        );
+    }
+    // The two domains' normal sounds differ, so the two AUCs do too.
+    assert_ne!(r["auc_source"], r["auc_target"], "{r}");
+}
