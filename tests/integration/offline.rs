@@ -618,7 +618,7 @@ fn eval_scores_each_machine_of_a_set_against_its_own_bank() {
         json_rows(&out.stdout)
     };
     let alone = eval(&[data.join("aircompressor"), data.join("slider")], &[]);
-    let two = eval(&[set.clone()], &[]);
+    let two = eval(std::slice::from_ref(&set), &[]);
     // Each machine scores exactly as it does alone; then the set's mean over them.
     assert_eq!(two.len(), 3, "{two:?}");
     for (machine, by_itself) in two.iter().zip(&alone) {
