@@ -29,6 +29,20 @@ pub fn from_dirs(
         .iter()
         .map(|d| super::wav_files(d))
         .collect::<anyhow::Result<Vec<_>>>()?;
+    let machines: std::collections::BTreeSet<String> = files
+        .iter()
+        .flatten()
+        .map(|f| super::machine_id(&f.file_name().unwrap_or_default().to_string_lossy()))
+        .collect();
+    if machines.len() > 1 {
+        let names: Vec<String> = machines.into_iter().collect();
+        tracing::warn!(
+            "the clips are of {} machines ({}): one bank for all of them; a bank is for \
+             one machine, so enrol each machine's clips into a bank of its own",
+            names.len(),
+            names.join(", ")
+        );
+    }
     let bar = progress::bar(
         files.iter().map(Vec::len).sum::<usize>() as u64,
         "enrolling",

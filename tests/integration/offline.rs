@@ -646,6 +646,21 @@ fn eval_scores_each_machine_of_a_set_against_its_own_bank() {
     );
     assert_eq!(mean["n_anomaly"], 282);
 
+    // `hark enroll` of such a folder makes one bank, as asked, and says that a bank is
+    // for one machine.
+    let out = run_ok(
+        hark()
+            .arg("enroll")
+            .arg(&set)
+            .arg("--out")
+            .arg(dir.path().join("both.bank.safetensors")),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("the clips are of 2 machines (id_00, id_02)"),
+        "{err}"
+    );
+
     // --holdout enrols and scores each machine alone too.
     let alone = eval(
         &[data.join("aircompressor"), data.join("slider")],
