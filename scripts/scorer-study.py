@@ -30,7 +30,11 @@ interpolates ties a little differently). The others:
   value) and each band's difference from it (the shape), so a change of level
   counts once instead of once per band;
 - `embedding only`, `profile only`: hark's scorer on one of its two blocks (what
-  each block adds to the other).
+  each block adds to the other);
+- `locally scaled nearest`: hark's standardised vectors, each enrolment window's
+  distance measured in units of its own neighbourhood (its distance to the nearest
+  window of another clip or piece), so that a condition heard in few clips, with
+  sparse windows, is not taken for a fault.
 
 `--lead SCORER` asks how sure a held-out lead is: it resamples the held-out pieces
 (each with its twins) and prints the 95 % interval of SCORER's lead over hark's
@@ -97,7 +101,7 @@ def nearest(B, Q):
 
 
 def by_nearest(transform):
-    def fit(E):
+    def fit(E, _seg=None):
         t = transform(E)
         B = t(E)
         return lambda Q: nearest(B, t(Q))
@@ -105,7 +109,7 @@ def by_nearest(transform):
 
 
 def residual_of(transform, frac=0.9):
-    def fit(E):
+    def fit(E, _seg=None):
         t = transform(E)
         _, s, Vt = np.linalg.svd(t(E), full_matrices=False)
         ev = s ** 2
@@ -115,8 +119,8 @@ def residual_of(transform, frac=0.9):
 
 
 def both(a, b):
-    def fit(E):
-        fa, fb = a(E), b(E)
+    def fit(E, seg=None):
+        fa, fb = a(E, seg), b(E, seg)
         return lambda Q: np.sqrt(fa(Q) ** 2 + fb(Q) ** 2)
     return fit
 
@@ -125,7 +129,7 @@ def sorted_profile(emb):
     def f(X):
         _, m, s = blocks_of(X.shape[1], emb)
         return np.concatenate([np.sort(X[:, m], 1), np.sort(X[:, s], 1)], 1)
-    def fit(E):
+    def fit(E, _seg=None):
         t = scaled(f(E), [slice(0, f(E).shape[1])])
         B = t(f(E))
         return lambda Q: nearest(B, t(f(Q)))
@@ -137,11 +141,36 @@ def level_apart(emb):
         _, m, s = blocks_of(X.shape[1], emb)
         level = X[:, m].mean(1, keepdims=True)
         return np.concatenate([X[:, :emb], X[:, m] - level, X[:, s], level], 1)
-    def fit(E):
+    def fit(E, _seg=None):
         F = f(E)
         t = scaled(F, [slice(0, emb), slice(emb, F.shape[1])])
         B = t(F)
         return lambda Q: nearest(B, t(f(Q)))
+    return fit
+
+
+def locally_scaled(transform, floor=0.1):
+    """The nearest window in units of its own neighbourhood: each enrolment row j gets
+    a scale s_j, its distance to the nearest row of another segment (clip or piece;
+    floored at `floor` × the median scale), and a window scores
+    min_j d(x, b_j) · median(s) / s_j. A sparse region of the bank (a condition heard
+    in few clips) then counts its wider spread as normal."""
+    def fit(E, seg):
+        t = transform(E)
+        B = t(E)
+        sq = (B ** 2).sum(1)
+        d = np.sqrt(np.maximum(sq[:, None] + sq[None, :] - 2 * B @ B.T, 0))
+        d[seg[:, None] == seg[None, :]] = np.inf
+        s = d.min(1)
+        if not np.isfinite(s).all():  # one segment only: no neighbourhoods to measure
+            s = np.ones(len(B))
+        s = np.maximum(s, floor * np.median(s))
+        w = np.median(s) / s
+        def score(Q):
+            q = t(Q)
+            dq = np.sqrt(np.maximum((q ** 2).sum(1)[:, None] + sq[None, :] - 2 * q @ B.T, 0))
+            return (dq * w[None, :]).min(1)
+        return score
     return fit
 
 
@@ -160,6 +189,7 @@ def scorers(dim, emb):
         "level as one value": level_apart(emb),
         "embedding only": by_nearest(lambda E: scaled(E, [e])),
         "profile only": by_nearest(lambda E: scaled(E, [profile])),
+        "locally scaled nearest": locally_scaled(std),
     }
 
 
@@ -173,11 +203,16 @@ def kept(twins, only):
     return [t for t in twins if t in only]
 
 
+def enrolled(lines):
+    """The enrolment rows of a windows file, and each row's segment (its line)."""
+    rows = [r for p, _, r in lines if p == "enrol"]
+    return np.concatenate(rows), np.repeat(np.arange(len(rows)), [len(r) for r in rows])
+
+
 def evaluate(lines, fit, normal_part, only=None):
     """AUC, pAUC of a windows file: mean over twins (those in `only`, if given) for a
     held-out file."""
-    E = np.concatenate([r for p, _, r in lines if p == "enrol"])
-    score = fit(E)
+    score = fit(*enrolled(lines))
     clip = lambda r: float(score(r).mean())
     scored = [(lab, clip(r)) for p, lab, r in lines if p == normal_part]
     normal = [s for lab, s in scored if lab == "normal"]
@@ -196,8 +231,7 @@ def evaluate(lines, fit, normal_part, only=None):
 def piece_scores(lines, fit, only=None):
     """A held-out file's clip scores as a matrix: one row per held-out piece, its
     normal score then each twin's (hark writes a piece's normal line, then its twins)."""
-    E = np.concatenate([r for p, _, r in lines if p == "enrol"])
-    score = fit(E)
+    score = fit(*enrolled(lines))
     rows, twins = [], sorted({lab for p, lab, _ in lines if p == "held-out"} - {"normal"})
     twins = kept(twins, only)
     for p, lab, r in lines:
