@@ -16,7 +16,12 @@ cd "$(dirname "$0")/.."
 data=${1:-../shared/data}
 shift || true
 recipe=(--anchor 0.3 --epochs 5)
-[ $# -gt 0 ] && recipe=("$@")
+if [ $# -gt 0 ]; then
+    # Flags replace the recipe: no anchor unless they name one (`hark train` would
+    # otherwise anchor at 0.3, its default).
+    recipe=("$@")
+    [[ " $* " == *" --anchor "* ]] || recipe+=(--anchor 0)
+fi
 hark=./target/release/hark
 geometry=(--profile --sample-rate 48000 --n-fft 1024 --hop 512 --fmax 24000 --window-hop-frames 24)
 sets=(aircompressor bottles fan slider stones dcase2023)

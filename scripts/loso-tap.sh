@@ -11,6 +11,7 @@ hark=./target/release/hark
 geometry=(--mode tap --sample-rate 48000 --n-fft 512 --hop 128 --fmax 24000 --frames 16 --window-hop-frames 4)
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
+# Rows without --anchor set `--anchor 0`: `hark train` anchors at 0.3 unless told.
 row() { # name, train flags...
     local name=$1
     shift
@@ -30,11 +31,11 @@ untrained() {
     done
 }
 untrained
-row e5 --epochs 5
-row e1 --epochs 1
-row lr1e-4e3 --epochs 3 --lr 1e-4
-row no-mask --epochs 5 --no-spec-mask
-row mixup --epochs 5 --mixup 0.5
+row e5 --epochs 5 --anchor 0
+row e1 --epochs 1 --anchor 0
+row lr1e-4e3 --epochs 3 --lr 1e-4 --anchor 0
+row no-mask --epochs 5 --no-spec-mask --anchor 0
+row mixup --epochs 5 --mixup 0.5 --anchor 0
 # The anchor keeps each embedding near the fixed-seed network's while the classes pull.
 row anchor0.1 --epochs 5 --anchor 0.1
 row anchor0.3 --epochs 5 --anchor 0.3
@@ -42,5 +43,5 @@ row anchor1 --epochs 5 --anchor 1
 row anchor10 --epochs 5 --anchor 10
 row anchor1e20 --epochs 20 --anchor 1
 # Training on the window at each knock only, as the station scores (not the default).
-row knock-e5 --epochs 5 --knock-windows
+row knock-e5 --epochs 5 --knock-windows --anchor 0
 row knock-a0.3 --epochs 5 --anchor 0.3 --knock-windows
