@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::bail;
 
-use super::eval::{Group, MAX_FPR, Outputs, WindowLog, audio_windows, bank_of, clip_score, groups};
+use super::eval::{MAX_FPR, Outputs, WindowLog, audio_windows, bank_of, clip_score};
+use super::machines::{Group, groups};
 use super::progress::{self, Bar, Unit};
 use crate::metrics::{auc, pauc};
 use crate::model::Embedder;

@@ -23,6 +23,7 @@ mod enroll;
 mod eval;
 mod geometry;
 mod holdout;
+mod machines;
 mod offline;
 mod plot;
 mod progress;
@@ -40,7 +41,8 @@ use clap::{Parser, Subcommand};
 
 use crate::config::Config;
 
-pub use offline::{EmbeddedClip, embed_clip, machine_id, wav_files};
+pub use machines::machine_id;
+pub use offline::{EmbeddedClip, embed_clip, wav_files};
 
 /// hark: listens to machines and raises alarms over MQTT when they sound wrong.
 #[derive(Debug, Parser)]

@@ -157,35 +157,10 @@ pub fn wav_files(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-/// The machine identity in a DCASE file name: `id_03`, `section_00`, or "".
-pub fn machine_id(name: &str) -> String {
-    for key in ["id_", "section_"] {
-        if let Some(pos) = name.find(key) {
-            let digits: String = name[pos + key.len()..]
-                .chars()
-                .take_while(char::is_ascii_digit)
-                .collect();
-            if !digits.is_empty() {
-                return format!("{key}{digits}");
-            }
-        }
-    }
-    String::new()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn machine_ids_from_dcase_names() {
-        assert_eq!(machine_id("normal_id_03_00000012.wav"), "id_03");
-        assert_eq!(
-            machine_id("section_00_source_train_normal_0001_car_A1.wav"),
-            "section_00"
-        );
-        assert_eq!(machine_id("healthy_12.wav"), "");
-    }
     use crate::tap::TapParams;
     use crate::tap::tests::stream;
 

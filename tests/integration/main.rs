@@ -13,8 +13,10 @@ mod daemon;
 mod tls;
 // Bad config, model, WAV, bank or device: one line, non-zero exit, no panic.
 mod bad_input;
-// `enroll` and `score` on real recordings.
+// `enroll`, `score` and `train` on real recordings; the shipped models' commands.
 mod offline;
+// `eval`: the DCASE protocol, `--holdout`, several machines or domains in one set.
+mod eval;
 // The shipped model against its stored output for a fixed window.
 mod golden;
 // Tap mode: one verdict per knock on a real knocking station.

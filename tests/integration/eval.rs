@@ -1,0 +1,452 @@
+//! `hark eval` on real recordings: the DCASE protocol on test/, `--holdout` on held-out
+//! train/ pieces and their twins, and sets of several machines or domains.
+
+use crate::util::{hark, json_rows, run_ok, shared_data, shipped_model};
+
+#[test]
+fn eval_on_a_real_set_reports_dcase_metrics() {
+    let Some(data) = shared_data() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let svg = dir.path().join("eval.svg");
+    let model = shipped_model("default.safetensors");
+    let out = run_ok(
+        hark()
+            .arg("eval")
+            .arg(data.join("fan"))
+            .arg("--model")
+            .arg(&model)
+            .arg("--json")
+            .arg("--plot")
+            .arg(&svg)
+            .arg("--scores")
+            .arg(dir.path().join("scores"))
+            .arg("--windows")
+            .arg(dir.path().join("windows")),
+    );
+    let line = String::from_utf8_lossy(&out.stdout);
+    let r: serde_json::Value = serde_json::from_str(line.trim()).unwrap();
+    assert_eq!(r["set"], "fan");
+    assert_eq!(
+        (r["n_normal"].as_u64(), r["n_anomaly"].as_u64()),
+        (Some(4), Some(16))
+    );
+    // Stated level for the shipped model on fan (measured: 1.00 / 1.00, loudness 0.83).
+    assert!(r["auc"].as_f64().unwrap() >= 0.99, "{r}");
+    assert!(r["pauc"].as_f64().unwrap() >= 0.95, "{r}");
+    let level = r["level_auc"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&level), "{r}");
+    let svg = std::fs::read_to_string(&svg).unwrap();
+    assert!(
+        svg.starts_with("<svg") && svg.contains("ROC"),
+        "an SVG with the ROC chart"
+    );
+    // --scores: one `file,score` line per test clip, and the AUC they give is the one
+    // printed.
+    let csv = std::fs::read_to_string(dir.path().join("scores/anomaly_score_fan.csv")).unwrap();
+    let mut tests: Vec<String> = std::fs::read_dir(data.join("fan/test"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    tests.sort();
+    let rows: Vec<(&str, f64)> = csv
+        .lines()
+        .map(|l| {
+            let (file, score) = l.rsplit_once(',').expect("file,score");
+            (file, score.parse().expect("a number"))
+        })
+        .collect();
+    assert_eq!(rows.iter().map(|r| r.0).collect::<Vec<_>>(), tests);
+    let scores = |label: &str| -> Vec<f64> {
+        let rows = rows.iter().filter(|r| r.0.starts_with(label));
+        rows.map(|r| r.1).collect()
+    };
+    let auc = hark::metrics::auc(&scores("normal"), &scores("anomaly")).unwrap();
+    assert!(
+        (auc - r["auc"].as_f64().unwrap()).abs() < 1e-9,
+        "{auc} vs {r}"
+    );
+    // --windows: one line per train clip (enrolled) and per test clip (labelled from
+    // its name), each window the model's output: a unit-norm 128-value embedding, then
+    // 64 band means and 64 band spreads.
+    let lines = json_rows(&std::fs::read(dir.path().join("windows/windows_fan.jsonl")).unwrap());
+    let part = |p: &str| lines.iter().filter(|l| l["part"] == p).collect::<Vec<_>>();
+    assert_eq!(part("enrol").len(), 8);
+    let test = part("test");
+    assert_eq!(test.len(), tests.len());
+    for l in test {
+        let name = l["file"].as_str().unwrap().rsplit('/').next().unwrap();
+        assert!(name.starts_with(l["label"].as_str().unwrap()), "{name}");
+    }
+    // windows_fan.mels: each window's 64 × 64 log-mel values, in the same order; the
+    // profile's band means are their means over the frames.
+    let mels = std::fs::read(dir.path().join("windows/windows_fan.mels")).unwrap();
+    let mels: Vec<f32> = mels
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+        .collect();
+    let mut windows = mels.chunks_exact(64 * 64);
+    for l in &lines {
+        let rows = l["rows"].as_array().unwrap();
+        assert!(!rows.is_empty(), "{}", l["file"]);
+        for row in rows {
+            let v: Vec<f64> = row
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_f64().unwrap())
+                .collect();
+            assert_eq!(v.len(), 256);
+            let norm = v[..128].iter().map(|x| x * x).sum::<f64>().sqrt();
+            assert!((norm - 1.0).abs() < 1e-3, "{norm}");
+            let window = windows.next().expect("one mel window per row");
+            for band in [0, 31, 63] {
+                let frames = window.iter().skip(band).step_by(64);
+                let mean = frames.map(|&x| f64::from(x)).sum::<f64>() / 64.0;
+                assert!(
+                    (mean - v[128 + band]).abs() < 1e-2,
+                    "band {band}: {mean} vs {v:?}"
+                );
+            }
+        }
+    }
+    assert!(windows.next().is_none(), "as many mel windows as rows");
+}
+
+#[test]
+fn eval_with_the_tap_model_scores_each_stone_by_its_knock() {
+    let Some(data) = shared_data() else { return };
+    let out = run_ok(
+        hark()
+            .arg("eval")
+            .arg(data.join("stones"))
+            .arg("--model")
+            .arg(shipped_model("tap.safetensors"))
+            .arg("--json"),
+    );
+    let r: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&out.stdout).trim()).unwrap();
+    assert_eq!(
+        (r["n_normal"].as_u64(), r["n_anomaly"].as_u64()),
+        (Some(26), Some(25))
+    );
+    // One window at each hit, as the station scores it (measured: AUC 0.651). Sliding
+    // windows over the whole 1 s recording, mostly the silence around the hit, gave 0.599.
+    assert!(r["auc"].as_f64().unwrap() >= 0.63, "{r}");
+}
+
+#[test]
+fn eval_holdout_scores_held_out_train_clips_against_their_twins_without_test_clips() {
+    let Some(data) = shared_data() else { return };
+    // Only train/ is there: the held-out check must not need test/.
+    let dir = tempfile::tempdir().unwrap();
+    let set = dir.path().join("slider");
+    std::fs::create_dir(&set).unwrap();
+    std::os::unix::fs::symlink(data.join("slider/train"), set.join("train")).unwrap();
+    let run = |extra: &[&str]| {
+        json_rows(
+            &run_ok(
+                hark()
+                    .arg("eval")
+                    .arg(&set)
+                    .arg("--holdout")
+                    .arg("--json")
+                    .arg("--model")
+                    .arg(shipped_model("default.safetensors"))
+                    .args(extra),
+            )
+            .stdout,
+        )
+    };
+    let rows = run(&[]);
+    let twins: Vec<&str> = rows.iter().filter_map(|r| r["twin"].as_str()).collect();
+    assert_eq!(
+        twins,
+        ["pitch", "clicks", "hum", "band", "rattle", "louder"],
+        "{rows:?}"
+    );
+    for r in &rows {
+        assert_eq!(
+            (r["set"].as_str(), r["split"].as_str()),
+            (Some("slider"), Some("interleaved"))
+        );
+        // 60 train clips: 30 enrolled, 30 held out, each with one twin per kind.
+        assert_eq!(
+            (r["n_normal"].as_u64(), r["n_anomaly"].as_u64()),
+            (Some(30), Some(30))
+        );
+    }
+    // Stated level for the shipped model (measured: clicks 1.00, rattle 0.99, louder
+    // 0.97): a machine's own clips with clicks or a rattle added, or 6 dB louder, must
+    // stand out from it.
+    for (twin, at_least) in [("clicks", 0.95), ("rattle", 0.95), ("louder", 0.9)] {
+        let r = rows.iter().find(|r| r["twin"] == twin).unwrap();
+        assert!(r["auc"].as_f64().unwrap() >= at_least, "{r}");
+    }
+    // The twins' random parameters are seeded: a rerun gives the same numbers.
+    assert_eq!(run(&[]), rows);
+    // --holdout-split halves enrols the first 30 clips and holds out the last 30
+    // (later recordings); clicks still stand out (measured: 1.00).
+    let halves = run(&["--holdout-split", "halves"]);
+    assert_eq!(halves.len(), 6, "{halves:?}");
+    for r in &halves {
+        assert_eq!(
+            (r["split"].as_str(), r["n_normal"].as_u64()),
+            (Some("halves"), Some(30))
+        );
+    }
+    let clicks = halves.iter().find(|r| r["twin"] == "clicks").unwrap();
+    assert!(clicks["auc"].as_f64().unwrap() >= 0.95, "{clicks}");
+}
+
+#[test]
+fn eval_holdout_cuts_long_recordings_into_pieces() {
+    let Some(data) = shared_data() else { return };
+    // Two fan recordings of 31 s: 3 pieces each, 6 in all; every other one is held out.
+    let dir = tempfile::tempdir().unwrap();
+    let train = dir.path().join("fan/train");
+    std::fs::create_dir_all(&train).unwrap();
+    for name in [
+        "normal_id_00_20200318T204454.wav",
+        "normal_id_00_20200318T204538.wav",
+    ] {
+        std::os::unix::fs::symlink(data.join("fan/train").join(name), train.join(name)).unwrap();
+    }
+    let holdout = |seed: &str| {
+        let windows = dir.path().join(format!("windows-{seed}"));
+        let rows = json_rows(
+            &run_ok(
+                hark()
+                    .arg("eval")
+                    .arg(dir.path().join("fan"))
+                    .args(["--holdout", "--json", "--holdout-seed", seed, "--model"])
+                    .arg(shipped_model("default.safetensors"))
+                    .arg("--windows")
+                    .arg(&windows),
+            )
+            .stdout,
+        );
+        let file = windows.join("windows_fan_holdout-interleaved.jsonl");
+        (rows, json_rows(&std::fs::read(file).unwrap()))
+    };
+    let (rows, lines) = holdout("11");
+    assert_eq!(rows.len(), 6, "{rows:?}");
+    for r in &rows {
+        assert_eq!(
+            (
+                r["n_normal"].as_u64(),
+                r["n_anomaly"].as_u64(),
+                r["seed"].as_u64()
+            ),
+            (Some(3), Some(3), Some(11))
+        );
+    }
+    let clicks = rows.iter().find(|r| r["twin"] == "clicks").unwrap();
+    assert!(clicks["auc"].as_f64().unwrap() >= 0.95, "{clicks}");
+    // --windows: pieces 0, 2 of the first recording and 1 of the second are enrolled;
+    // the other three are held out, each as it is and with each of the 6 twins.
+    let pieces = |part: &str, label: &str| -> Vec<u64> {
+        let lines = lines
+            .iter()
+            .filter(|l| l["part"] == part && l["label"] == label);
+        lines.map(|l| l["piece"].as_u64().unwrap()).collect()
+    };
+    assert_eq!(pieces("enrol", "normal"), [0, 2, 1]);
+    assert_eq!(pieces("held-out", "normal"), [1, 0, 2]);
+    assert_eq!(pieces("held-out", "hum"), [1, 0, 2]);
+    assert_eq!(lines.len(), 3 + 3 * 7);
+    // --holdout-seed draws other twins: the hum's pitch is drawn, the pitch twin's
+    // shift is not.
+    let (_, other) = holdout("12");
+    let rows_of = |lines: &[serde_json::Value], label: &str| -> Vec<serde_json::Value> {
+        let lines = lines.iter().filter(|l| l["label"] == label);
+        lines.map(|l| l["rows"].clone()).collect()
+    };
+    assert_ne!(rows_of(&other, "hum"), rows_of(&lines, "hum"));
+    assert_eq!(rows_of(&other, "pitch"), rows_of(&lines, "pitch"));
+    assert_eq!(rows_of(&other, "normal"), rows_of(&lines, "normal"));
+
+    // One short clip cannot be split: a one-line error that says what is needed.
+    std::fs::remove_file(train.join("normal_id_00_20200318T204538.wav")).unwrap();
+    let clip = hark::wav::Clip::read(&train.join("normal_id_00_20200318T204454.wav")).unwrap();
+    std::fs::remove_file(train.join("normal_id_00_20200318T204454.wav")).unwrap();
+    let short: Vec<f32> = clip.mono(Some(0))[..clip.sample_rate_hz as usize * 5].to_vec();
+    hark::wav::write_mono_i16(&train.join("short.wav"), clip.sample_rate_hz, &short).unwrap();
+    let out = hark()
+        .arg("eval")
+        .arg(dir.path().join("fan"))
+        .arg("--holdout")
+        .output()
+        .unwrap();
+    assert_ne!(out.status.code(), Some(0));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--holdout needs at least 2 train clips (or one of 20 s or more)"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+}
+
+#[test]
+fn eval_refuses_a_folder_without_sets() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = hark().arg("eval").arg(dir.path()).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no train/ folder"));
+}
+
+#[test]
+fn eval_scores_each_machine_of_a_set_against_its_own_bank() {
+    // A set of two machines, as a DCASE download lays them out: aircompressor's clips
+    // as id_00 and slider's as id_02 (links to the real files, renamed).
+    let Some(data) = shared_data() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let set = dir.path().join("two");
+    for part in ["train", "test"] {
+        std::fs::create_dir_all(set.join(part)).unwrap();
+        for (from, id) in [("aircompressor", "id_00"), ("slider", "id_02")] {
+            for e in std::fs::read_dir(data.join(from).join(part)).unwrap() {
+                let path = e.unwrap().path();
+                let name = path.file_name().unwrap().to_string_lossy();
+                let to = set.join(part).join(name.replace("id_00", id));
+                std::os::unix::fs::symlink(&path, to).unwrap();
+            }
+        }
+    }
+    let eval = |dirs: &[std::path::PathBuf], extra: &[&str]| {
+        let out = run_ok(hark().arg("eval").args(dirs).args(extra).arg("--json"));
+        json_rows(&out.stdout)
+    };
+    let alone = eval(&[data.join("aircompressor"), data.join("slider")], &[]);
+    let two = eval(std::slice::from_ref(&set), &[]);
+    // Each machine scores exactly as it does alone; then the set's mean over them.
+    assert_eq!(two.len(), 3, "{two:?}");
+    for (machine, by_itself) in two.iter().zip(&alone) {
+        for key in ["auc", "pauc", "level_auc", "n_normal", "n_anomaly"] {
+            assert_eq!(machine[key], by_itself[key], "{key}: {machine} {by_itself}");
+        }
+    }
+    assert_eq!(
+        (two[0]["set"].as_str(), two[1]["set"].as_str()),
+        (Some("two/id_00"), Some("two/id_02"))
+    );
+    let mean = &two[2];
+    assert_eq!(
+        (mean["set"].as_str(), mean["machines"].as_u64()),
+        (Some("two"), Some(2))
+    );
+    let avg = |key: &str| (alone[0][key].as_f64().unwrap() + alone[1][key].as_f64().unwrap()) / 2.0;
+    assert!(
+        (mean["auc"].as_f64().unwrap() - avg("auc")).abs() < 1e-12,
+        "{mean}"
+    );
+    assert!(
+        (mean["pauc"].as_f64().unwrap() - avg("pauc")).abs() < 1e-12,
+        "{mean}"
+    );
+    assert_eq!(mean["n_anomaly"], 282);
+
+    // `hark enroll` of such a folder makes one bank, as asked, and says that a bank is
+    // for one machine.
+    let out = run_ok(
+        hark()
+            .arg("enroll")
+            .arg(&set)
+            .arg("--out")
+            .arg(dir.path().join("both.bank.safetensors")),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("the clips are of 2 machines (id_00, id_02)"),
+        "{err}"
+    );
+
+    // --holdout enrols and scores each machine alone too.
+    let alone = eval(
+        &[data.join("aircompressor"), data.join("slider")],
+        &["--holdout"],
+    );
+    let two = eval(&[set], &["--holdout"]);
+    assert_eq!(two.len(), alone.len());
+    for (machine, by_itself) in two.iter().zip(&alone) {
+        assert_eq!(
+            (&machine["auc"], &machine["pauc"]),
+            (&by_itself["auc"], &by_itself["pauc"])
+        );
+        assert!(
+            machine["set"].as_str().unwrap().starts_with("two/id_0"),
+            "{machine}"
+        );
+    }
+}
+
+#[test]
+fn eval_reports_each_domain_of_a_dcase_2021_set_as_dcase_does() {
+    // One section in DCASE 2021+ names: aircompressor's clips as the source domain,
+    // slider's as the target (10 train clips, as DCASE gives a target domain).
+    let Some(data) = shared_data() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let set = dir.path().join("machine");
+    for part in ["train", "test"] {
+        std::fs::create_dir_all(set.join(part)).unwrap();
+        let target_clips = if part == "train" { 10 } else { usize::MAX };
+        for (from, domain, most) in [
+            ("aircompressor", "source", usize::MAX),
+            ("slider", "target", target_clips),
+        ] {
+            let mut files: Vec<_> = std::fs::read_dir(data.join(from).join(part))
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .collect();
+            files.sort();
+            for (i, path) in files.iter().take(most).enumerate() {
+                let name = path.file_name().unwrap().to_string_lossy();
+                let label = if name.starts_with("anomaly") {
+                    "anomaly"
+                } else {
+                    "normal"
+                };
+                let to = format!("section_00_{domain}_{part}_{label}_{i:04}.wav");
+                std::os::unix::fs::symlink(path, set.join(part).join(to)).unwrap();
+            }
+        }
+    }
+    let scores = dir.path().join("scores");
+    let out = run_ok(
+        hark()
+            .arg("eval")
+            .arg(&set)
+            .arg("--json")
+            .arg("--scores")
+            .arg(&scores),
+    );
+    let rows = json_rows(&out.stdout);
+    assert_eq!(rows.len(), 1, "one section: {rows:?}");
+    let r = &rows[0];
+    // Recomputed from the clip scores: each domain's normal clips against every
+    // anomalous clip of the section (DCASE 2021-2024's AUC per domain).
+    let csv = std::fs::read_to_string(scores.join("anomaly_score_machine.csv")).unwrap();
+    let (mut normal, mut anomaly) = ([vec![], vec![]], vec![]);
+    for line in csv.lines() {
+        let (file, score) = line.rsplit_once(',').unwrap();
+        let score: f64 = score.parse().unwrap();
+        let d = usize::from(file.contains("_target_"));
+        if file.contains("_anomaly_") {
+            anomaly.push(score);
+        } else {
+            normal[d].push(score);
+        }
+    }
+    assert_eq!(
+        (normal[0].len(), normal[1].len(), anomaly.len()),
+        (40, 15, 282)
+    );
+    for (d, key) in [(0, "auc_source"), (1, "auc_target")] {
+        let expected = hark::metrics::auc(&normal[d], &anomaly).unwrap();
+        assert!(
+            (r[key].as_f64().unwrap() - expected).abs() < 1e-12,
+            "{key}: {r}"
+        );
+    }
+    // The two domains' normal sounds differ, so the two AUCs do too.
+    assert_ne!(r["auc_source"], r["auc_target"], "{r}");
+}
