@@ -37,10 +37,10 @@ impl FrontEndParams {
         self.frames.div_ceil(self.window_hop_frames) as u32
     }
 
-    /// The base geometry of `hark init-model` and `hark train` without flags: 16 kHz,
-    /// 1024-point FFT, hop 512, 64 mels, 64-frame windows (2.08 s) every 8 frames
-    /// (256 ms); the peer pipeline's, for fair comparison. The shipped default model
-    /// is made with flags on top (48 kHz: models/README.md).
+    /// The base geometry: 16 kHz, 1024-point FFT, hop 512, 64 mels, 64-frame windows
+    /// (2.08 s) every 8 frames (256 ms); the peer pipeline's, for fair comparison. The
+    /// shipped models, and `hark train` and `hark init-model` without flags, change
+    /// some of it (48 kHz: src/commands/geometry.rs, models/README.md).
     pub const DEFAULT: FrontEndParams = FrontEndParams {
         sample_rate_hz: 16_000,
         n_fft: 1024,

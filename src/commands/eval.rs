@@ -274,11 +274,11 @@ fn test_files(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
 /// advances by one per clip (train and test); `log` gets every clip's windows.
 pub(super) fn evaluate(
     embedder: &Embedder,
-    unit: &Group,
+    group: &Group,
     bar: &Bar,
     log: &mut WindowLog,
 ) -> anyhow::Result<Option<SetResult>> {
-    let (bank, train_levels) = enrol(embedder, &unit.train, bar, log)?;
+    let (bank, train_levels) = enrol(embedder, &group.train, bar, log)?;
     let n = train_levels.len() as f64;
     let mu = train_levels.iter().sum::<f64>() / n;
     let sd = (train_levels.iter().map(|l| (l - mu).powi(2)).sum::<f64>() / n).sqrt() + 1e-9;
@@ -287,7 +287,7 @@ pub(super) fn evaluate(
     // The normal clips' scores by domain (DOMAINS order); other normal clips in neither.
     let mut normal_by_domain = [Vec::new(), Vec::new()];
     let mut clips = Vec::new();
-    for file in &unit.test {
+    for file in &group.test {
         let Some(is_anomaly) = label(file) else {
             continue;
         };
@@ -321,7 +321,7 @@ pub(super) fn evaluate(
         return Ok(None);
     }
     Ok(Some(SetResult {
-        name: unit.name.clone(),
+        name: group.name.clone(),
         auc: auc(&normal, &anomaly)?,
         pauc: pauc(&normal, &anomaly, MAX_FPR)?,
         level_auc: auc(&level_n, &level_a)?,
@@ -476,15 +476,15 @@ pub fn run(
         let machines = groups(&name, train, test_files(&set)?)?;
         let several = machines.len() > 1;
         let mut of_set = Vec::new();
-        for unit in &machines {
-            bar.set_message(unit.name.clone());
-            let mut log = WindowLog::new(out.windows, &unit.name, "")?;
-            let r = evaluate(&embedder, unit, &bar, &mut log)?;
+        for group in &machines {
+            bar.set_message(group.name.clone());
+            let mut log = WindowLog::new(out.windows, &group.name, "")?;
+            let r = evaluate(&embedder, group, &bar, &mut log)?;
             log.save()?;
             let Some(r) = r else {
                 bar.stderr_line(&format!(
                     "{}: skipped (its test/ clips need both normal and anomaly labels)",
-                    unit.name
+                    group.name
                 ));
                 continue;
             };

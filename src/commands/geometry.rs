@@ -7,41 +7,25 @@
 use clap::Args;
 
 use crate::model::ModelMeta;
+use crate::spectrogram::FrontEndParams;
 
-/// The front end a flag left out takes, per mode.
-struct Preset {
-    sample_rate: u32,
-    n_fft: usize,
-    hop: usize,
-    n_mels: usize,
-    fmax: f32,
-    frames: usize,
-    window_hop_frames: usize,
-    profile: bool,
-}
-
-/// `models/default.safetensors`: 0.69 s windows every 256 ms, with the band profile.
-const CONTINUOUS: Preset = Preset {
-    sample_rate: 48_000,
-    n_fft: 1024,
-    hop: 512,
-    n_mels: 64,
-    fmax: 24_000.0,
-    frames: 64,
+/// `models/default.safetensors`' front end: 0.69 s windows every 256 ms.
+const CONTINUOUS: FrontEndParams = FrontEndParams {
+    sample_rate_hz: 48_000,
+    fmax_hz: 24_000.0,
     window_hop_frames: 24,
-    profile: true,
+    ..FrontEndParams::DEFAULT
 };
 
-/// `models/tap.safetensors`: 51 ms windows at each knock, embedding alone.
-const TAP: Preset = Preset {
-    sample_rate: 48_000,
+/// `models/tap.safetensors`' front end: 51 ms windows at each knock.
+const TAP: FrontEndParams = FrontEndParams {
+    sample_rate_hz: 48_000,
     n_fft: 512,
     hop: 128,
-    n_mels: 64,
-    fmax: 24_000.0,
+    fmax_hz: 24_000.0,
     frames: 16,
     window_hop_frames: 4,
-    profile: false,
+    ..FrontEndParams::DEFAULT
 };
 
 /// Optional overrides of the shipped front end of the chosen mode.
@@ -84,24 +68,25 @@ pub struct FrontEndArgs {
 impl FrontEndArgs {
     /// The model metadata these flags describe, checked like a loaded file's.
     pub fn meta(&self, origin: &str) -> anyhow::Result<ModelMeta> {
-        let p = if self.mode == "tap" {
-            &TAP
+        // The shipped model of the mode: its front end, and whether it has the profile.
+        let (p, profile) = if self.mode == "tap" {
+            (TAP, false)
         } else {
-            &CONTINUOUS
+            (CONTINUOUS, true)
         };
         let mut meta = ModelMeta::default_continuous(origin);
         let f = &mut meta.front;
-        f.sample_rate_hz = self.sample_rate.unwrap_or(p.sample_rate);
+        f.sample_rate_hz = self.sample_rate.unwrap_or(p.sample_rate_hz);
         f.n_fft = self.n_fft.unwrap_or(p.n_fft);
         f.hop = self.hop.unwrap_or(p.hop);
         f.n_mels = self.n_mels.unwrap_or(p.n_mels);
         f.fmax_hz = self
             .fmax
-            .unwrap_or(p.fmax.min(f.sample_rate_hz as f32 / 2.0));
+            .unwrap_or(p.fmax_hz.min(f.sample_rate_hz as f32 / 2.0));
         f.frames = self.frames.unwrap_or(p.frames);
         f.window_hop_frames = self.window_hop_frames.unwrap_or(p.window_hop_frames);
         meta.mode = self.mode.clone();
-        meta.profile = (p.profile || self.profile) && !self.no_profile;
+        meta.profile = (profile || self.profile) && !self.no_profile;
         ModelMeta::from_map(&meta.to_map()).map_err(|e| anyhow::anyhow!("front-end flags: {e}"))
     }
 }

@@ -202,15 +202,15 @@ pub(super) fn run(
     out: &Outputs,
 ) -> anyhow::Result<()> {
     let bar = progress::bar(clips as u64, "held-out twins", Unit::Items("clips"));
-    let machines = sets.iter().map(|(name, set)| {
-        let train = super::wav_files(&set.join("train"))?;
-        groups(name, train, Vec::new())
-    });
-    for group in machines
-        .collect::<anyhow::Result<Vec<_>>>()?
+    // Each machine of a set is held out against a bank of its own.
+    let machines: Vec<Group> = sets
         .iter()
+        .map(|(name, set)| groups(name, super::wav_files(&set.join("train"))?, Vec::new()))
+        .collect::<anyhow::Result<Vec<_>>>()?
+        .into_iter()
         .flatten()
-    {
+        .collect();
+    for group in &machines {
         let name = &group.name;
         bar.set_message(name.clone());
         let suffix = format!("_holdout-{}", h.split.name());

@@ -92,7 +92,7 @@ pub(super) fn groups(
     }
     for file in test {
         let id = id(&file);
-        let Some(unit) = by_id.get_mut(&id) else {
+        let Some(group) = by_id.get_mut(&id) else {
             let what = if id.is_empty() {
                 "no machine id".to_string()
             } else {
@@ -105,7 +105,7 @@ pub(super) fn groups(
                 by_id.keys().cloned().collect::<Vec<_>>().join(", ")
             );
         };
-        unit.test.push(file);
+        group.test.push(file);
     }
     Ok(by_id.into_values().collect())
 }
