@@ -18,7 +18,7 @@ const CONTINUOUS: FrontEndParams = FrontEndParams {
 };
 
 /// `models/tap.safetensors`' front end: 51 ms windows at each knock.
-const TAP: FrontEndParams = FrontEndParams {
+pub(super) const TAP: FrontEndParams = FrontEndParams {
     sample_rate_hz: 48_000,
     n_fft: 512,
     hop: 128,

@@ -161,23 +161,11 @@ pub fn wav_files(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
 mod tests {
     use super::*;
 
+    use crate::commands::geometry::TAP;
     use crate::tap::TapParams;
     use crate::tap::tests::stream;
 
     const RATE: u32 = 48_000;
-
-    /// The shipped tap model's geometry: 48 kHz, 16 frames of hop 128 (53 ms).
-    fn tap_front() -> FrontEndParams {
-        FrontEndParams {
-            sample_rate_hz: RATE,
-            n_fft: 512,
-            hop: 128,
-            fmax_hz: 24_000.0,
-            frames: 16,
-            window_hop_frames: 4,
-            ..FrontEndParams::DEFAULT
-        }
-    }
 
     fn knocks(one_per_file: bool) -> Cut {
         Cut::Knocks {
@@ -194,10 +182,10 @@ mod tests {
     fn a_tap_recording_is_cut_into_one_window_per_knock() {
         let x = stream(RATE, 3.0, &[0.5, 1.3, 2.2], 0.5, 0.001);
         let f = Path::new("three.wav");
-        let sliding = windows(tap_front(), Cut::Sliding, &x, RATE, f).unwrap();
+        let sliding = windows(TAP, Cut::Sliding, &x, RATE, f).unwrap();
         assert!(sliding.len() > 100, "{}", sliding.len());
         for one_per_file in [false, true] {
-            let w = windows(tap_front(), knocks(one_per_file), &x, RATE, f).unwrap();
+            let w = windows(TAP, knocks(one_per_file), &x, RATE, f).unwrap();
             // Each window starts `pre_ms` (5 ms) before its knock, within a 2 ms frame.
             let t = starts(&w);
             assert_eq!(t.len(), 3, "{t:?}");
@@ -212,11 +200,7 @@ mod tests {
         // Under the detector's -50 dBFS floor, as some stones recordings are.
         let x = stream(RATE, 1.0, &[0.6], 0.004, 0.0001);
         let f = Path::new("quiet.wav");
-        assert!(
-            windows(tap_front(), knocks(false), &x, RATE, f)
-                .unwrap()
-                .is_empty()
-        );
+        assert!(windows(TAP, knocks(false), &x, RATE, f).unwrap().is_empty());
         // A station set for a quiet microphone hears it as a knock of its own.
         let quiet = Cut::Knocks {
             tap: TapParams {
@@ -225,9 +209,9 @@ mod tests {
             },
             one_per_file: false,
         };
-        let t = starts(&windows(tap_front(), quiet, &x, RATE, f).unwrap());
+        let t = starts(&windows(TAP, quiet, &x, RATE, f).unwrap());
         assert!(t.len() == 1 && (593.0..=601.0).contains(&t[0]), "{t:?}");
-        let w = windows(tap_front(), knocks(true), &x, RATE, f).unwrap();
+        let w = windows(TAP, knocks(true), &x, RATE, f).unwrap();
         // From `pre_ms` before the loudest sample, which is just after the onset.
         let t = starts(&w);
         assert_eq!(t.len(), 1);
@@ -239,13 +223,13 @@ mod tests {
         let x = stream(RATE, 0.6, &[0.0], 0.5, 0.001);
         let f = Path::new("strike.wav");
         for one_per_file in [false, true] {
-            let w = windows(tap_front(), knocks(one_per_file), &x, RATE, f).unwrap();
+            let w = windows(TAP, knocks(one_per_file), &x, RATE, f).unwrap();
             assert_eq!(starts(&w), vec![0.0]);
         }
         // Silence alone holds no knock unless the file is said to hold one.
         let quiet = vec![0.0f32; RATE as usize];
         assert!(
-            windows(tap_front(), knocks(false), &quiet, RATE, f)
+            windows(TAP, knocks(false), &quiet, RATE, f)
                 .unwrap()
                 .is_empty()
         );
