@@ -17,10 +17,18 @@ pub enum Transition {
     Clear,
 }
 
-/// Scores windows against a bank and keeps the hysteresis state.
+/// The rule's defaults (config keys `raise_k`, `raise_n`, `clear_m`): 3 of the last 4
+/// windows over threshold raise, 8 clean windows in a row clear.
+pub const RAISE_K: usize = 3;
+/// See [`RAISE_K`].
+pub const RAISE_N: usize = 4;
+/// See [`RAISE_K`].
+pub const CLEAR_M: usize = 8;
+
+/// The k-of-n raise, m-clean clear rule over a stream of window scores, on its own
+/// (no bank), so that `hark eval` can ask of a clip's scores what the daemon would do.
 #[derive(Debug, Clone)]
-pub struct Detector {
-    bank: NormalBank,
+pub struct Hysteresis {
     threshold: f32,
     raise_k: u32,
     raise_n: u32,
@@ -31,18 +39,11 @@ pub struct Detector {
     active: bool,
 }
 
-impl Detector {
-    /// A detector with the bank's calibrated threshold times `threshold_scale`.
-    pub fn new(
-        bank: NormalBank,
-        threshold_scale: f64,
-        raise_k: usize,
-        raise_n: usize,
-        clear_m: usize,
-    ) -> Detector {
-        let threshold = bank.calibration.threshold * threshold_scale as f32;
-        Detector {
-            bank,
+impl Hysteresis {
+    /// A rule at `threshold`: `raise_k` of the last `raise_n` (at most 64) windows over
+    /// it raise, `clear_m` in a row under it clear.
+    pub fn new(threshold: f32, raise_k: usize, raise_n: usize, clear_m: usize) -> Hysteresis {
+        Hysteresis {
             threshold,
             raise_k: raise_k as u32,
             raise_n: raise_n as u32,
@@ -53,38 +54,17 @@ impl Detector {
         }
     }
 
-    /// Scores with `bank` from now on (an operator's `learn_stop` or `false_alarm`),
-    /// at its threshold times `threshold_scale`. The hysteresis state stays: an
-    /// anomaly that is running goes on, and ends by `clear_m` clean windows as it
-    /// would have, so subscribers always get its end.
-    pub fn replace_bank(&mut self, bank: NormalBank, threshold_scale: f64) {
-        self.threshold = bank.calibration.threshold * threshold_scale as f32;
-        self.bank = bank;
+    /// The rule with the daemon's defaults ([`RAISE_K`], [`RAISE_N`], [`CLEAR_M`]).
+    pub fn with_defaults(threshold: f32) -> Hysteresis {
+        Hysteresis::new(threshold, RAISE_K, RAISE_N, CLEAR_M)
     }
 
-    /// The effective threshold.
-    pub fn threshold(&self) -> f32 {
-        self.threshold
-    }
-
-    /// The bank in use.
-    pub fn bank(&self) -> &NormalBank {
-        &self.bank
-    }
-
-    /// Whether an anomaly is running.
-    pub fn active(&self) -> bool {
-        self.active
-    }
-
-    /// Cosine distance of a unit-norm embedding to the nearest normal one.
-    pub fn score(&self, embedding: &[f32]) -> f32 {
-        self.bank.nearest(embedding).0
-    }
-
-    /// The score and which bank row was nearest (for explanations).
-    pub fn nearest(&self, embedding: &[f32]) -> (f32, usize) {
-        self.bank.nearest(embedding)
+    /// Whether the daemon would raise an event somewhere in `scores` (one clip's
+    /// windows in time order), starting clean.
+    pub fn raises(mut self, scores: impl IntoIterator<Item = f32>) -> bool {
+        scores
+            .into_iter()
+            .any(|s| self.update(s) == Transition::Raise)
     }
 
     /// Feeds one window's score; returns what it changed.
@@ -107,6 +87,69 @@ impl Detector {
         } else {
             Transition::None
         }
+    }
+}
+
+/// Scores windows against a bank and keeps the hysteresis state.
+#[derive(Debug, Clone)]
+pub struct Detector {
+    bank: NormalBank,
+    rule: Hysteresis,
+}
+
+impl Detector {
+    /// A detector with the bank's calibrated threshold times `threshold_scale`.
+    pub fn new(
+        bank: NormalBank,
+        threshold_scale: f64,
+        raise_k: usize,
+        raise_n: usize,
+        clear_m: usize,
+    ) -> Detector {
+        let threshold = bank.calibration.threshold * threshold_scale as f32;
+        Detector {
+            bank,
+            rule: Hysteresis::new(threshold, raise_k, raise_n, clear_m),
+        }
+    }
+
+    /// Scores with `bank` from now on (an operator's `learn_stop` or `false_alarm`),
+    /// at its threshold times `threshold_scale`. The hysteresis state stays: an
+    /// anomaly that is running goes on, and ends by `clear_m` clean windows as it
+    /// would have, so subscribers always get its end.
+    pub fn replace_bank(&mut self, bank: NormalBank, threshold_scale: f64) {
+        self.rule.threshold = bank.calibration.threshold * threshold_scale as f32;
+        self.bank = bank;
+    }
+
+    /// The effective threshold.
+    pub fn threshold(&self) -> f32 {
+        self.rule.threshold
+    }
+
+    /// The bank in use.
+    pub fn bank(&self) -> &NormalBank {
+        &self.bank
+    }
+
+    /// Whether an anomaly is running.
+    pub fn active(&self) -> bool {
+        self.rule.active
+    }
+
+    /// Cosine distance of a unit-norm embedding to the nearest normal one.
+    pub fn score(&self, embedding: &[f32]) -> f32 {
+        self.bank.nearest(embedding).0
+    }
+
+    /// The score and which bank row was nearest (for explanations).
+    pub fn nearest(&self, embedding: &[f32]) -> (f32, usize) {
+        self.bank.nearest(embedding)
+    }
+
+    /// Feeds one window's score; returns what it changed.
+    pub fn update(&mut self, score: f32) -> Transition {
+        self.rule.update(score)
     }
 }
 
@@ -187,6 +230,22 @@ mod tests {
             "and ends: no second raise"
         );
         assert!(!d.active());
+    }
+
+    #[test]
+    fn a_clip_raises_only_where_the_rule_would() {
+        let rule = || Hysteresis::new(0.5, 3, 4, 8);
+        assert!(rule().raises([0.9, 0.1, 0.9, 0.9]));
+        assert!(
+            !rule().raises([0.9, 0.1, 0.9, 0.1, 0.9, 0.1]),
+            "2 of every 4"
+        );
+        assert!(!rule().raises([0.9, 0.9]), "fewer windows than raise_k");
+        assert!(
+            !rule().raises([0.5, 0.5, 0.5]),
+            "at the threshold is not over it"
+        );
+        assert!(Hysteresis::with_defaults(0.5).raises([1.0; 3]));
     }
 
     #[test]

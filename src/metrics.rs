@@ -99,6 +99,19 @@ pub fn pauc(normal: &[f64], anomaly: &[f64], max_fpr: f64) -> Result<f64, Metric
     Ok(area / max_fpr)
 }
 
+/// Harmonic mean: DCASE 2021–2024's official score is the harmonic mean of every
+/// section's source AUC, target AUC and pAUC. A zero (or negative) value makes it 0, its
+/// limit; `None` for no values or a NaN.
+pub fn hmean(values: &[f64]) -> Option<f64> {
+    if values.is_empty() || values.iter().any(|v| v.is_nan()) {
+        return None;
+    }
+    if values.iter().any(|&v| v <= 0.0) {
+        return Some(0.0);
+    }
+    Some(values.len() as f64 / values.iter().map(|v| 1.0 / v).sum::<f64>())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -145,6 +158,20 @@ mod tests {
         let n: Vec<f64> = (0..10).map(|i| i as f64).collect();
         assert!(close(pauc(&n, &[9.0], 0.1).unwrap(), 0.5));
         assert!(close(pauc(&n, &[9.0], 0.05).unwrap(), 0.25));
+    }
+
+    #[test]
+    fn harmonic_mean_as_dcase_scores_domains() {
+        // 3 / (1/1 + 1/0.5 + 1/0.25) = 3 / 7.
+        assert!(close(hmean(&[1.0, 0.5, 0.25]).unwrap(), 3.0 / 7.0));
+        assert!(close(hmean(&[0.8; 3]).unwrap(), 0.8));
+        assert_eq!(
+            hmean(&[0.9, 0.0]),
+            Some(0.0),
+            "a zero pulls it to its limit"
+        );
+        assert_eq!(hmean(&[]), None);
+        assert_eq!(hmean(&[f64::NAN]), None);
     }
 
     #[test]

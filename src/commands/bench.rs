@@ -9,7 +9,7 @@ use cpu_time::ThreadTime;
 use serde_json::json;
 
 use crate::bank::NormalBank;
-use crate::detector::Detector;
+use crate::detector::{CLEAR_M, Detector, RAISE_K, RAISE_N};
 use crate::frontend::FrontEnd;
 use crate::model::Embedder;
 use crate::spectrogram::Spectrogram;
@@ -151,7 +151,7 @@ pub fn run(o: &Options, as_json: bool) -> anyhow::Result<()> {
     for rate in rates {
         let (rate, audio) = audio(o, rate)?;
         let bank = random_bank(o.bank, query.len(), embedder.hash())?;
-        let mut det = Detector::new(bank, 1.0, 3, 4, 8);
+        let mut det = Detector::new(bank, 1.0, RAISE_K, RAISE_N, CLEAR_M);
         let mut fe = FrontEnd::new(p, rate)?;
         let mut windows = 0u64;
         let start = ThreadTime::now();

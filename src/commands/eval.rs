@@ -1,8 +1,10 @@
 //! `hark eval`: the DCASE protocol. Enrol on a set's `train/` clips, score every
-//! labelled `test/` clip with the daemon's own dsp and inference code, and report AUC
-//! and pAUC beside a loudness-only baseline on the same clips. `--holdout` leaves
-//! `test/` alone and scores held-out `train/` clips against their anomaly twins
-//! ([`super::holdout`]).
+//! `test/` clip with the daemon's own dsp and inference code, and report AUC and pAUC
+//! beside a loudness-only baseline on the same clips, and how many clips the daemon
+//! would have raised an event in at the bank's own threshold. Unlabelled test clips (a
+//! DCASE evaluation set) are scored and decided into `--scores` files without an AUC.
+//! `--holdout` leaves `test/` alone and scores held-out `train/` clips against their
+//! anomaly twins ([`super::holdout`]).
 
 use std::path::{Path, PathBuf};
 
@@ -10,9 +12,10 @@ use anyhow::{Context, bail};
 
 use super::progress::{self, Bar, Unit};
 use crate::bank::{NormalBank, Origin};
+use crate::detector::Hysteresis;
 use crate::fsutil::AtomicFile;
 use crate::inference::MAX_BANK;
-use crate::metrics::{auc, pauc};
+use crate::metrics::{auc, hmean, pauc};
 use crate::model::Embedder;
 use crate::wav::Clip;
 
@@ -40,21 +43,40 @@ pub struct SetResult {
     pub normal: Vec<f64>,
     /// Clip scores of the anomalous test clips.
     pub anomaly: Vec<f64>,
-    /// Every labelled test clip's file name and score, in name order.
-    pub clips: Vec<(String, f64)>,
+    /// At the bank's calibrated threshold, how many normal and how many anomalous test
+    /// clips the daemon would have raised an event in ([`ClipScore::event`]).
+    pub events: [usize; 2],
+}
+
+/// One scored test clip: what `eval --scores` writes.
+#[derive(Debug, Clone)]
+pub struct ClipScore {
+    /// The file name.
+    pub name: String,
+    /// The clip's score: the mean of its windows' scores ([`clip_score`]).
+    pub score: f64,
+    /// The daemon's decision at the bank's calibrated threshold (times `eval
+    /// --threshold-scale`, 1 unless given):
+    /// a continuous model's windows raise an event by the default rule (3 of 4 over,
+    /// [`Hysteresis::with_defaults`]); a tap model's knock is called defective when
+    /// its score is over the threshold.
+    pub event: bool,
 }
 
 /// Where `hark eval` writes what it found, besides the table.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Outputs<'a> {
     /// One JSON object per set instead of the table.
     pub json: bool,
     /// ROC curves and score histograms (SVG).
     pub plot: Option<&'a Path>,
-    /// Folder for one clip-score CSV per set.
+    /// Folder for one clip-score CSV and one decision CSV per set.
     pub scores: Option<&'a Path>,
     /// Folder for one file per set of every scored window's vector ([`WindowLog`]).
     pub windows: Option<&'a Path>,
+    /// Decisions are taken at the bank's threshold times this (a source's
+    /// `threshold_scale`).
+    pub threshold_scale: f64,
 }
 
 /// `eval --windows DIR`: every window a set's evaluation enrolled or scored, so that
@@ -253,32 +275,47 @@ pub(super) fn clip_score(bank: &NormalBank, embeddings: &[Vec<f32>]) -> f64 {
         / embeddings.len() as f64
 }
 
+/// The daemon's decision on a clip's windows at `bank`'s calibrated threshold times
+/// `scale`: any of a tap model's knocks over it, or an event by the continuous rule's
+/// defaults.
+fn decide(bank: &NormalBank, scale: f64, tap: bool, embeddings: &[Vec<f32>]) -> bool {
+    let threshold = bank.calibration.threshold * scale as f32;
+    let scores = embeddings.iter().map(|v| bank.nearest(v).0);
+    match tap {
+        true => scores.into_iter().any(|s| s > threshold),
+        false => Hysteresis::with_defaults(threshold).raises(scores),
+    }
+}
+
 fn log_level(rms: f64) -> f64 {
     (rms + 1e-9).ln()
 }
 
-/// The labelled test clips of a set, sorted by name.
+/// The test clips of a set (labelled or not), sorted by name.
 fn test_files(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     let test_dir = dir.join("test");
     let mut tests: Vec<PathBuf> = std::fs::read_dir(&test_dir)
         .with_context(|| format!("{}: cannot list folder", test_dir.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|x| x.eq_ignore_ascii_case("wav")))
-        .filter(|p| label(p).is_some())
         .collect();
     tests.sort();
     Ok(tests)
 }
 
-/// Evaluates one group; `Ok(None)` when its test clips lack one of the labels. `bar`
-/// advances by one per clip (train and test); `log` gets every clip's windows.
+/// Evaluates one group: every test clip's score and decision (at the bank's threshold
+/// times `scale`), and the set's numbers (`None` when its test clips lack one of the
+/// labels). `bar` advances by one per clip (train and test); `log` gets every clip's
+/// windows.
 pub(super) fn evaluate(
     embedder: &Embedder,
     group: &Group,
+    scale: f64,
     bar: &Bar,
     log: &mut WindowLog,
-) -> anyhow::Result<Option<SetResult>> {
+) -> anyhow::Result<(Vec<ClipScore>, Option<SetResult>)> {
     let (bank, train_levels) = enrol(embedder, &group.train, bar, log)?;
+    let tap = embedder.meta().mode == "tap";
     let n = train_levels.len() as f64;
     let mu = train_levels.iter().sum::<f64>() / n;
     let sd = (train_levels.iter().map(|l| (l - mu).powi(2)).sum::<f64>() / n).sqrt() + 1e-9;
@@ -287,25 +324,32 @@ pub(super) fn evaluate(
     // The normal clips' scores by domain (DOMAINS order); other normal clips in neither.
     let mut normal_by_domain = [Vec::new(), Vec::new()];
     let mut clips = Vec::new();
+    let mut events = [0, 0];
     for file in &group.test {
-        let Some(is_anomaly) = label(file) else {
-            continue;
-        };
         let (e, rms) = clip_windows(embedder, file)?;
         bar.inc(1);
-        log.add(
-            "test",
-            if is_anomaly { "anomaly" } else { "normal" },
-            file,
-            0,
-            &e,
-        )?;
+        let is = label(file);
+        let name = match is {
+            Some(true) => "anomaly",
+            Some(false) => "normal",
+            None => "unlabelled",
+        };
+        log.add("test", name, file, 0, &e)?;
         let score = clip_score(&bank, &e.rows);
+        let event = decide(&bank, scale, tap, &e.rows);
+        let file_name = file.file_name().unwrap_or_default().to_string_lossy();
+        clips.push(ClipScore {
+            name: file_name.into_owned(),
+            score,
+            event,
+        });
+        let Some(is_anomaly) = is else {
+            continue;
+        };
+        events[usize::from(is_anomaly)] += usize::from(event);
         // The peer's loudness baseline: distance of the clip's log level from the
         // training clips' mean, in standard deviations, whichever direction.
         let level = ((log_level(rms) - mu) / sd).abs();
-        let file_name = file.file_name().unwrap_or_default().to_string_lossy();
-        clips.push((file_name.into_owned(), score));
         if is_anomaly {
             anomaly.push(score);
             level_a.push(level);
@@ -318,9 +362,9 @@ pub(super) fn evaluate(
         }
     }
     if normal.is_empty() || anomaly.is_empty() {
-        return Ok(None);
+        return Ok((clips, None));
     }
-    Ok(Some(SetResult {
+    let result = SetResult {
         name: group.name.clone(),
         auc: auc(&normal, &anomaly)?,
         pauc: pauc(&normal, &anomaly, MAX_FPR)?,
@@ -328,8 +372,9 @@ pub(super) fn evaluate(
         domain_auc: normal_by_domain.map(|n| auc(&n, &anomaly).ok()),
         normal,
         anomaly,
-        clips,
-    }))
+        events,
+    };
+    Ok((clips, Some(result)))
 }
 
 /// The file `eval --scores DIR` writes for a set: `anomaly_score_SET.csv` (a nested
@@ -338,19 +383,30 @@ pub fn scores_file(dir: &Path, set: &str) -> PathBuf {
     dir.join(format!("anomaly_score_{}.csv", set_file_name(set)))
 }
 
+/// Its decisions beside it: `decision_result_SET.csv`, as DCASE submissions name them.
+pub fn decisions_file(dir: &Path, set: &str) -> PathBuf {
+    dir.join(format!("decision_result_{}.csv", set_file_name(set)))
+}
+
 /// A set's name as part of a file name: a nested set's `/` becomes `_`.
 fn set_file_name(set: &str) -> String {
     set.replace(['/', '\\'], "_")
 }
 
-/// Writes a set's clip scores, one `file name,score` line per clip (no header, as
-/// DCASE submissions), atomically.
-fn write_scores(dir: &Path, r: &SetResult) -> anyhow::Result<()> {
-    let mut text = String::new();
-    for (file, score) in &r.clips {
-        text.push_str(&format!("{file},{score}\n"));
-    }
-    crate::fsutil::write_atomic(&scores_file(dir, &r.name), text.as_bytes())
+/// Writes a set's clip scores (`file name,score`) and decisions (`file name,1` where
+/// the daemon would raise an event, else `0`), one line per clip and no header, as
+/// DCASE submissions; each file atomically.
+fn write_scores(dir: &Path, set: &str, clips: &[ClipScore]) -> anyhow::Result<()> {
+    let lines = |f: &dyn Fn(&ClipScore) -> String| -> String {
+        clips
+            .iter()
+            .map(|c| format!("{},{}\n", c.name, f(c)))
+            .collect()
+    };
+    let scores = lines(&|c| c.score.to_string());
+    crate::fsutil::write_atomic(&scores_file(dir, set), scores.as_bytes())?;
+    let decisions = lines(&|c| u8::from(c.event).to_string());
+    crate::fsutil::write_atomic(&decisions_file(dir, set), decisions.as_bytes())
 }
 
 /// What a result line reports: one group's numbers, or a set's mean over its machines.
@@ -359,8 +415,21 @@ struct Numbers {
     pauc: f64,
     level_auc: f64,
     domain_auc: [Option<f64>; 2],
+    /// DCASE 2021–2024's official score: the harmonic mean of each machine's source
+    /// AUC, target AUC and pAUC; `None` unless every machine has both domains.
+    dcase_score: Option<f64>,
     n_normal: usize,
     n_anomaly: usize,
+    events: [usize; 2],
+}
+
+/// The three values of a machine that DCASE 2021–2024's official score takes the
+/// harmonic mean of, if its test clips name both domains.
+fn dcase_values(r: &SetResult) -> Option<[f64; 3]> {
+    match r.domain_auc {
+        [Some(source), Some(target)] => Some([source, target, r.pauc]),
+        _ => None,
+    }
 }
 
 impl Numbers {
@@ -370,8 +439,10 @@ impl Numbers {
             pauc: r.pauc,
             level_auc: r.level_auc,
             domain_auc: r.domain_auc,
+            dcase_score: dcase_values(r).and_then(|v| hmean(&v)),
             n_normal: r.normal.len(),
             n_anomaly: r.anomaly.len(),
+            events: r.events,
         }
     }
 
@@ -388,8 +459,15 @@ impl Numbers {
                 let v: Vec<f64> = rs.iter().filter_map(|r| r.domain_auc[d]).collect();
                 (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
             }),
+            // Over every machine's three values together, as DCASE takes it.
+            dcase_score: rs
+                .iter()
+                .map(dcase_values)
+                .collect::<Option<Vec<[f64; 3]>>>()
+                .and_then(|v| hmean(v.as_flattened())),
             n_normal: rs.iter().map(|r| r.normal.len()).sum(),
             n_anomaly: rs.iter().map(|r| r.anomaly.len()).sum(),
+            events: [0, 1].map(|i| rs.iter().map(|r| r.events[i]).sum()),
         }
     }
 }
@@ -401,6 +479,7 @@ fn result_line(json: bool, name: &str, n: &Numbers, machines: Option<usize>) -> 
         let mut v = serde_json::json!({
             "set": name, "auc": n.auc, "pauc": n.pauc, "level_auc": n.level_auc,
             "n_normal": n.n_normal, "n_anomaly": n.n_anomaly,
+            "false_alarms": n.events[0], "detected": n.events[1],
         });
         if let Some(m) = machines {
             v["machines"] = m.into();
@@ -410,6 +489,9 @@ fn result_line(json: bool, name: &str, n: &Numbers, machines: Option<usize>) -> 
                 v[format!("auc_{d}")] = a.into();
             }
         }
+        if let Some(h) = n.dcase_score {
+            v["dcase_score"] = h.into();
+        }
         v.to_string()
     } else {
         let name = match machines {
@@ -417,18 +499,26 @@ fn result_line(json: bool, name: &str, n: &Numbers, machines: Option<usize>) -> 
             None => name.to_string(),
         };
         let mut line = format!(
-            "{:<24} AUC {:6.2}  pAUC {:6.2}  level AUC {:6.2}  ({} normal / {} anomaly)",
+            "{:<24} AUC {:6.2}  pAUC {:6.2}  level AUC {:6.2}  ({} normal / {} anomaly)  \
+             events in {}/{} normal, {}/{} anomaly",
             name,
             100.0 * n.auc,
             100.0 * n.pauc,
             100.0 * n.level_auc,
             n.n_normal,
-            n.n_anomaly
+            n.n_anomaly,
+            n.events[0],
+            n.n_normal,
+            n.events[1],
+            n.n_anomaly,
         );
         for (d, a) in DOMAINS.iter().zip(n.domain_auc) {
             if let Some(a) = a {
                 line.push_str(&format!("  {d} AUC {:6.2}", 100.0 * a));
             }
+        }
+        if let Some(h) = n.dcase_score {
+            line.push_str(&format!("  DCASE score {:6.2}", 100.0 * h));
         }
         line
     }
@@ -447,6 +537,10 @@ pub fn run(
     }
     if holdout.is_some() && (out.plot.is_some() || out.scores.is_some()) {
         bail!("--plot and --scores write test/ results; leave them out with --holdout");
+    }
+    let scale = out.threshold_scale;
+    if !(scale.is_finite() && scale > 0.0) {
+        bail!("--threshold-scale {scale}: must be a number above 0");
     }
     for (flag, dir) in [("--scores", out.scores), ("--windows", out.windows)] {
         if let Some(dir) = dir {
@@ -471,6 +565,7 @@ pub fn run(
     }
     let bar = progress::bar(clips as u64, "evaluating", Unit::Items("clips"));
     let mut results = Vec::new();
+    let mut written = 0;
     for (name, set) in all_sets {
         let train = super::wav_files(&set.join("train"))?;
         let machines = groups(&name, train, test_files(&set)?)?;
@@ -479,19 +574,33 @@ pub fn run(
         for group in &machines {
             bar.set_message(group.name.clone());
             let mut log = WindowLog::new(out.windows, &group.name, "")?;
-            let r = evaluate(&embedder, group, &bar, &mut log)?;
+            let (scored, r) = evaluate(&embedder, group, out.threshold_scale, &bar, &mut log)?;
             log.save()?;
+            if let (Some(dir), false) = (out.scores, scored.is_empty()) {
+                write_scores(dir, &group.name, &scored)?;
+                written += 1;
+            }
             let Some(r) = r else {
-                bar.stderr_line(&format!(
-                    "{}: skipped (its test/ clips need both normal and anomaly labels)",
-                    group.name
-                ));
+                let why = "its test/ clips need both normal and anomaly labels";
+                let unlabelled = group.test.iter().filter(|f| label(f).is_none()).count();
+                bar.stderr_line(&match out.scores {
+                    Some(dir) if !scored.is_empty() => format!(
+                        "{}: no AUC ({why}); the scores and decisions of its {} test clips \
+                         are in {}",
+                        group.name,
+                        scored.len(),
+                        dir.display()
+                    ),
+                    _ if unlabelled > 0 => format!(
+                        "{}: skipped ({why}; --scores DIR writes the scores and decisions \
+                         of its {unlabelled} unlabelled clips)",
+                        group.name
+                    ),
+                    _ => format!("{}: skipped ({why})", group.name),
+                });
                 continue;
             };
             bar.stdout_line(&result_line(out.json, &r.name, &Numbers::of(&r), None))?;
-            if let Some(dir) = out.scores {
-                write_scores(dir, &r)?;
-            }
             of_set.push(r);
         }
         // DCASE 2020's figure for a machine type: the mean over its machines.
@@ -502,7 +611,7 @@ pub fn run(
         results.extend(of_set);
     }
     drop(bar);
-    if results.is_empty() {
+    if results.is_empty() && (written == 0 || out.plot.is_some()) {
         bail!("no set had test clips of both labels");
     }
     if let Some(svg) = out.plot {

@@ -188,7 +188,8 @@ pub enum Command {
         front: geometry::FrontEndArgs,
     },
     /// DCASE-style evaluation: enrol on each set's train/, score its test/, print AUC
-    /// and pAUC (p = 0.1) beside a loudness-only baseline.
+    /// and pAUC (p = 0.1) beside a loudness-only baseline, and in how many clips the
+    /// daemon would raise an event at the bank's threshold.
     Eval {
         /// DCASE-layout folders (SET/train, SET/test), or folders of such sets.
         dirs: Vec<PathBuf>,
@@ -216,10 +217,17 @@ pub enum Command {
         /// other twins, to see how much a ranking depends on one draw.
         #[arg(long, default_value_t = holdout::HOLDOUT_SEED, requires = "holdout")]
         holdout_seed: u64,
-        /// Also write each set's clip scores to this folder, one CSV per set in the
-        /// DCASE submission layout (`anomaly_score_SET.csv`: file name, score).
+        /// Also write each set's clip scores and decisions to this folder, two CSVs per
+        /// set in the DCASE submission layout (`anomaly_score_SET.csv`: file name,
+        /// score; `decision_result_SET.csv`: file name, 1 where the daemon would raise
+        /// an event, else 0). Unlabelled test clips (a DCASE evaluation set) are
+        /// written too.
         #[arg(long)]
         scores: Option<PathBuf>,
+        /// Decide at the bank's calibrated threshold times this, as a source's
+        /// `threshold_scale` does (>1: fewer alarms).
+        #[arg(long, default_value_t = 1.0)]
+        threshold_scale: f64,
         /// Also write every enrolled and scored window to this folder, per set: its
         /// vector (the model's output) in `windows_SET.jsonl` and its log-mel values in
         /// `windows_SET.mels` (with --holdout `windows_SET_holdout-SPLIT.*`), for
@@ -474,6 +482,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             holdout_split,
             holdout_seed,
             scores,
+            threshold_scale,
             windows,
         } => {
             init_logging("info");
@@ -482,6 +491,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 plot: plot.as_deref(),
                 scores: scores.as_deref(),
                 windows: windows.as_deref(),
+                threshold_scale,
             };
             let holdout = holdout.then_some(holdout::Holdout {
                 split: holdout_split,

@@ -232,13 +232,13 @@ fn default_learn_seconds() -> f64 {
     600.0
 }
 fn default_raise_k() -> usize {
-    3
+    crate::detector::RAISE_K
 }
 fn default_raise_n() -> usize {
-    4
+    crate::detector::RAISE_N
 }
 fn default_clear_m() -> usize {
-    8
+    crate::detector::CLEAR_M
 }
 fn default_one() -> f64 {
     1.0

@@ -449,4 +449,170 @@ fn eval_reports_each_domain_of_a_dcase_2021_set_as_dcase_does() {
     }
     // The two domains' normal sounds differ, so the two AUCs do too.
     assert_ne!(r["auc_source"], r["auc_target"], "{r}");
+    // DCASE 2021-2024's official score: the harmonic mean of the three.
+    let three: Vec<f64> = ["auc_source", "auc_target", "pauc"]
+        .iter()
+        .map(|k| r[*k].as_f64().unwrap())
+        .collect();
+    let h = 3.0 / three.iter().map(|v| 1.0 / v).sum::<f64>();
+    assert!(
+        (r["dcase_score"].as_f64().unwrap() - h).abs() < 1e-12,
+        "{r}"
+    );
+}
+
+/// `file,value` lines of an `eval --scores` CSV.
+fn csv_rows(path: &std::path::Path) -> Vec<(String, String)> {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    text.lines()
+        .map(|l| {
+            let (file, v) = l.rsplit_once(',').expect("file,value");
+            (file.to_string(), v.to_string())
+        })
+        .collect()
+}
+
+#[test]
+fn eval_decides_each_clip_as_the_daemon_would_at_the_banks_threshold() {
+    let Some(data) = shared_data() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let eval = |scale: &str| {
+        let scores = dir.path().join(scale);
+        let out = run_ok(
+            hark()
+                .arg("eval")
+                .arg(data.join("slider"))
+                .arg("--json")
+                .arg("--scores")
+                .arg(&scores)
+                .arg("--threshold-scale")
+                .arg(scale),
+        );
+        let rows = json_rows(&out.stdout);
+        let decisions = csv_rows(&scores.join("decision_result_slider.csv"));
+        (
+            rows[0].clone(),
+            decisions,
+            csv_rows(&scores.join("anomaly_score_slider.csv")),
+        )
+    };
+    let (r, decisions, scores) = eval("1");
+    // One decision per scored clip, 0 or 1, in the same order as the scores.
+    assert_eq!(
+        decisions.iter().map(|d| &d.0).collect::<Vec<_>>(),
+        scores.iter().map(|s| &s.0).collect::<Vec<_>>()
+    );
+    assert!(decisions.iter().all(|d| d.1 == "0" || d.1 == "1"));
+    // The counts printed are the decisions written, per label.
+    let events = |decisions: &[(String, String)], label: &str| {
+        let of_label = decisions.iter().filter(|d| d.0.starts_with(label));
+        of_label.filter(|d| d.1 == "1").count() as u64
+    };
+    assert_eq!(
+        r["false_alarms"].as_u64(),
+        Some(events(&decisions, "normal")),
+        "{r}"
+    );
+    assert_eq!(
+        r["detected"].as_u64(),
+        Some(events(&decisions, "anomaly")),
+        "{r}"
+    );
+    // At the calibrated threshold: both slider faults, and no normal clip (measured:
+    // 0 of 15 and 2 of 2).
+    assert_eq!(
+        (r["false_alarms"].as_u64(), r["detected"].as_u64()),
+        (Some(0), Some(2)),
+        "{r}"
+    );
+    // The threshold decides, not the ranking: far above every score nothing is an
+    // event, far below every clip is (slider's 10 s clips have 37 windows, the rule
+    // needs 3 of 4), and AUC does not move.
+    let (high, decisions, _) = eval("1000");
+    assert!(decisions.iter().all(|d| d.1 == "0"), "{decisions:?}");
+    assert_eq!(high["auc"], r["auc"]);
+    let (low, decisions, _) = eval("0.001");
+    assert!(decisions.iter().all(|d| d.1 == "1"), "{decisions:?}");
+    assert_eq!(
+        (low["false_alarms"].as_u64(), low["detected"].as_u64()),
+        (Some(15), Some(2))
+    );
+
+    // A scale that is not a positive number is refused, naming it.
+    let out = hark()
+        .args(["eval", "--threshold-scale=0"])
+        .arg(data.join("slider"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--threshold-scale 0: must be a number above 0"),
+        "{err}"
+    );
+}
+
+#[test]
+fn eval_scores_and_decides_unlabelled_test_clips_as_a_dcase_evaluation_set() {
+    // A DCASE evaluation set names its test clips without a label
+    // (`section_00_0000.wav`): slider's train/ clips, and its test/ clips renamed so.
+    let Some(data) = shared_data() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let set = dir.path().join("slider");
+    for part in ["train", "test"] {
+        std::fs::create_dir_all(set.join(part)).unwrap();
+        let mut files: Vec<_> = std::fs::read_dir(data.join("slider").join(part))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        files.sort();
+        for (i, path) in files.iter().enumerate() {
+            let to = match part {
+                "train" => format!("section_00_source_train_normal_{i:04}.wav"),
+                _ => format!("section_00_{i:04}.wav"),
+            };
+            std::os::unix::fs::symlink(path, set.join(part).join(to)).unwrap();
+        }
+    }
+    // Without --scores there is nothing to report: an error that says what would be.
+    let out = hark().arg("eval").arg(&set).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--scores DIR writes the scores and decisions of its 17 unlabelled clips"),
+        "{err}"
+    );
+    // With it, every clip is scored and decided; no AUC line.
+    let scores = dir.path().join("scores");
+    let out = run_ok(
+        hark()
+            .arg("eval")
+            .arg(&set)
+            .arg("--json")
+            .arg("--scores")
+            .arg(&scores),
+    );
+    assert!(
+        out.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let written = csv_rows(&scores.join("anomaly_score_slider.csv"));
+    assert_eq!(written.len(), 17);
+    assert_eq!(
+        csv_rows(&scores.join("decision_result_slider.csv")).len(),
+        17
+    );
+    // The same scores as the labelled set gives its clips, in the same order.
+    let labelled = dir.path().join("labelled");
+    run_ok(
+        hark()
+            .arg("eval")
+            .arg(data.join("slider"))
+            .arg("--scores")
+            .arg(&labelled),
+    );
+    let expected = csv_rows(&labelled.join("anomaly_score_slider.csv"));
+    let values = |rows: &[(String, String)]| rows.iter().map(|r| r.1.clone()).collect::<Vec<_>>();
+    assert_eq!(values(&written), values(&expected));
 }
