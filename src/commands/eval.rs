@@ -377,15 +377,29 @@ pub(super) fn evaluate(
     Ok((clips, Some(result)))
 }
 
-/// The file `eval --scores DIR` writes for a set: `anomaly_score_SET.csv` (a nested
-/// set's `/` becomes `_`), as DCASE submissions name theirs.
-pub fn scores_file(dir: &Path, set: &str) -> PathBuf {
-    dir.join(format!("anomaly_score_{}.csv", set_file_name(set)))
+/// What DCASE calls a machine's result files, after `anomaly_score_` and
+/// `decision_result_`: `TYPE_id_02` (2020) or `TYPE_section_00_test` (2021+), TYPE
+/// being the set's folder name (`fan` of `dcase2023/fan`), so that DCASE's own
+/// evaluators read what `eval --scores` writes. A set whose clips name no machine is
+/// `TYPE`.
+pub fn submission_name(set: &str, machine: &str) -> String {
+    let kind = set.rsplit(['/', '\\']).next().unwrap_or(set);
+    match machine {
+        "" => kind.to_string(),
+        m if m.starts_with("section_") => format!("{kind}_{m}_test"),
+        m => format!("{kind}_{m}"),
+    }
 }
 
-/// Its decisions beside it: `decision_result_SET.csv`, as DCASE submissions name them.
-pub fn decisions_file(dir: &Path, set: &str) -> PathBuf {
-    dir.join(format!("decision_result_{}.csv", set_file_name(set)))
+/// The scores file `eval --scores DIR` writes for a machine: `anomaly_score_NAME.csv`
+/// ([`submission_name`]).
+pub fn scores_file(dir: &Path, name: &str) -> PathBuf {
+    dir.join(format!("anomaly_score_{name}.csv"))
+}
+
+/// Its decisions beside it: `decision_result_NAME.csv`.
+pub fn decisions_file(dir: &Path, name: &str) -> PathBuf {
+    dir.join(format!("decision_result_{name}.csv"))
 }
 
 /// A set's name as part of a file name: a nested set's `/` becomes `_`.
@@ -396,7 +410,7 @@ fn set_file_name(set: &str) -> String {
 /// Writes a set's clip scores (`file name,score`) and decisions (`file name,1` where
 /// the daemon would raise an event, else `0`), one line per clip and no header, as
 /// DCASE submissions; each file atomically.
-fn write_scores(dir: &Path, set: &str, clips: &[ClipScore]) -> anyhow::Result<()> {
+fn write_scores(dir: &Path, name: &str, clips: &[ClipScore]) -> anyhow::Result<()> {
     let lines = |f: &dyn Fn(&ClipScore) -> String| -> String {
         clips
             .iter()
@@ -404,9 +418,9 @@ fn write_scores(dir: &Path, set: &str, clips: &[ClipScore]) -> anyhow::Result<()
             .collect()
     };
     let scores = lines(&|c| c.score.to_string());
-    crate::fsutil::write_atomic(&scores_file(dir, set), scores.as_bytes())?;
+    crate::fsutil::write_atomic(&scores_file(dir, name), scores.as_bytes())?;
     let decisions = lines(&|c| u8::from(c.event).to_string());
-    crate::fsutil::write_atomic(&decisions_file(dir, set), decisions.as_bytes())
+    crate::fsutil::write_atomic(&decisions_file(dir, name), decisions.as_bytes())
 }
 
 /// What a result line reports: one group's numbers, or a set's mean over its machines.
@@ -565,7 +579,8 @@ pub fn run(
     }
     let bar = progress::bar(clips as u64, "evaluating", Unit::Items("clips"));
     let mut results = Vec::new();
-    let mut written = 0;
+    // Each machine's submission name, and the group that wrote it.
+    let mut written: std::collections::HashMap<String, String> = Default::default();
     for (name, set) in all_sets {
         let train = super::wav_files(&set.join("train"))?;
         let machines = groups(&name, train, test_files(&set)?)?;
@@ -577,8 +592,17 @@ pub fn run(
             let (scored, r) = evaluate(&embedder, group, out.threshold_scale, &bar, &mut log)?;
             log.save()?;
             if let (Some(dir), false) = (out.scores, scored.is_empty()) {
-                write_scores(dir, &group.name, &scored)?;
-                written += 1;
+                let file = submission_name(&name, &group.machine);
+                if let Some(other) = written.insert(file.clone(), group.name.clone()) {
+                    bail!(
+                        "--scores {}: {other} and {} would both write anomaly_score_{file}.csv \
+                         (DCASE names it by the set's folder name and machine); score them \
+                         in separate runs",
+                        dir.display(),
+                        group.name
+                    );
+                }
+                write_scores(dir, &file, &scored)?;
             }
             let Some(r) = r else {
                 let why = "its test/ clips need both normal and anomaly labels";
@@ -611,7 +635,7 @@ pub fn run(
         results.extend(of_set);
     }
     drop(bar);
-    if results.is_empty() && (written == 0 || out.plot.is_some()) {
+    if results.is_empty() && (written.is_empty() || out.plot.is_some()) {
         bail!("no set had test clips of both labels");
     }
     if let Some(svg) = out.plot {
@@ -626,14 +650,21 @@ mod tests {
 
     #[test]
     fn scores_files_are_named_as_dcase_submissions() {
+        // DCASE 2020: anomaly_score_fan_id_00.csv; 2021+: ..._section_00_test.csv.
+        assert_eq!(submission_name("fan", "id_00"), "fan_id_00");
+        assert_eq!(
+            submission_name("dcase2023/ToyCar", "section_00"),
+            "ToyCar_section_00_test"
+        );
+        assert_eq!(submission_name("my/recordings", ""), "recordings");
         let dir = Path::new("out");
         assert_eq!(
-            scores_file(dir, "fan"),
-            Path::new("out/anomaly_score_fan.csv")
+            scores_file(dir, "fan_id_00"),
+            Path::new("out/anomaly_score_fan_id_00.csv")
         );
         assert_eq!(
-            scores_file(dir, "dcase2023/ToyCar"),
-            Path::new("out/anomaly_score_dcase2023_ToyCar.csv")
+            decisions_file(dir, "ToyCar_section_00_test"),
+            Path::new("out/decision_result_ToyCar_section_00_test.csv")
         );
     }
 }

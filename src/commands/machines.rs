@@ -52,6 +52,8 @@ pub fn machine_id(name: &str) -> String {
 pub(super) struct Group {
     /// `SET`, or `SET/id_02` (`SET/section_01`) for one machine of a set of several.
     pub name: String,
+    /// The machine its clips name (`id_02`, `section_01`), or "" where they name none.
+    pub machine: String,
     /// Its normal `train/` clips, sorted by name.
     pub train: Vec<PathBuf>,
     /// Its labelled `test/` clips, sorted by name.
@@ -77,6 +79,7 @@ pub(super) fn groups(
             .entry(id.clone())
             .or_insert_with(|| Group {
                 name: format!("{name}/{id}"),
+                machine: id.clone(),
                 train: Vec::new(),
                 test: Vec::new(),
             })
@@ -86,6 +89,7 @@ pub(super) fn groups(
     if by_id.len() <= 1 {
         return Ok(vec![Group {
             name: name.to_string(),
+            machine: by_id.into_keys().next().unwrap_or_default(),
             train,
             test,
         }]);
@@ -136,6 +140,7 @@ mod tests {
         .unwrap();
         assert_eq!(one.len(), 1);
         assert_eq!((one[0].name.as_str(), one[0].test.len()), ("fan", 2));
+        assert_eq!(one[0].machine, "id_00");
         // Several: one group per machine, each with its own train and test clips.
         let train = paths(&[
             "t/normal_id_00_1.wav",
@@ -149,11 +154,13 @@ mod tests {
             [
                 Group {
                     name: "fan/id_00".into(),
+                    machine: "id_00".into(),
                     train: paths(&["t/normal_id_00_1.wav", "t/normal_id_00_2.wav"]),
                     test: paths(&["s/normal_id_00_1.wav"]),
                 },
                 Group {
                     name: "fan/id_02".into(),
+                    machine: "id_02".into(),
                     train: paths(&["t/normal_id_02_1.wav"]),
                     test: paths(&["s/anomaly_id_02_1.wav"]),
                 },

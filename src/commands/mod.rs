@@ -217,11 +217,11 @@ pub enum Command {
         /// other twins, to see how much a ranking depends on one draw.
         #[arg(long, default_value_t = holdout::HOLDOUT_SEED, requires = "holdout")]
         holdout_seed: u64,
-        /// Also write each set's clip scores and decisions to this folder, two CSVs per
-        /// set in the DCASE submission layout (`anomaly_score_SET.csv`: file name,
-        /// score; `decision_result_SET.csv`: file name, 1 where the daemon would raise
-        /// an event, else 0). Unlabelled test clips (a DCASE evaluation set) are
-        /// written too.
+        /// Also write each machine's clip scores and decisions to this folder, two CSVs
+        /// named as DCASE submissions (`anomaly_score_fan_id_00.csv`,
+        /// `anomaly_score_ToyCar_section_00_test.csv`: file name, score;
+        /// `decision_result_….csv`: file name, 1 where the daemon would raise an event,
+        /// else 0). Unlabelled test clips (a DCASE evaluation set) are written too.
         #[arg(long)]
         scores: Option<PathBuf>,
         /// Decide at the bank's calibrated threshold times this, as a source's

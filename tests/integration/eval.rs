@@ -42,7 +42,8 @@ fn eval_on_a_real_set_reports_dcase_metrics() {
     );
     // --scores: one `file,score` line per test clip, and the AUC they give is the one
     // printed.
-    let csv = std::fs::read_to_string(dir.path().join("scores/anomaly_score_fan.csv")).unwrap();
+    let csv =
+        std::fs::read_to_string(dir.path().join("scores/anomaly_score_fan_id_00.csv")).unwrap();
     let mut tests: Vec<String> = std::fs::read_dir(data.join("fan/test"))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -344,6 +345,15 @@ fn eval_scores_each_machine_of_a_set_against_its_own_bank() {
         "{mean}"
     );
     assert_eq!(mean["n_anomaly"], 282);
+    // --scores: one file per machine, named as DCASE 2020 names them.
+    let scores = dir.path().join("scores");
+    run_ok(hark().arg("eval").arg(&set).arg("--scores").arg(&scores));
+    for (machine, clips) in [("id_00", 320), ("id_02", 17)] {
+        let text = std::fs::read_to_string(scores.join(format!("anomaly_score_two_{machine}.csv")))
+            .unwrap();
+        assert_eq!(text.lines().count(), clips, "{machine}");
+        assert!(text.lines().all(|l| l.contains(machine)), "{machine}");
+    }
 
     // `hark enroll` of such a folder makes one bank, as asked, and says that a bank is
     // for one machine.
@@ -424,7 +434,8 @@ fn eval_reports_each_domain_of_a_dcase_2021_set_as_dcase_does() {
     let r = &rows[0];
     // Recomputed from the clip scores: each domain's normal clips against every
     // anomalous clip of the section (DCASE 2021-2024's AUC per domain).
-    let csv = std::fs::read_to_string(scores.join("anomaly_score_machine.csv")).unwrap();
+    let csv =
+        std::fs::read_to_string(scores.join("anomaly_score_machine_section_00_test.csv")).unwrap();
     let (mut normal, mut anomaly) = ([vec![], vec![]], vec![]);
     for line in csv.lines() {
         let (file, score) = line.rsplit_once(',').unwrap();
@@ -489,11 +500,11 @@ fn eval_decides_each_clip_as_the_daemon_would_at_the_banks_threshold() {
                 .arg(scale),
         );
         let rows = json_rows(&out.stdout);
-        let decisions = csv_rows(&scores.join("decision_result_slider.csv"));
+        let decisions = csv_rows(&scores.join("decision_result_slider_id_00.csv"));
         (
             rows[0].clone(),
             decisions,
-            csv_rows(&scores.join("anomaly_score_slider.csv")),
+            csv_rows(&scores.join("anomaly_score_slider_id_00.csv")),
         )
     };
     let (r, decisions, scores) = eval("1");
@@ -536,6 +547,26 @@ fn eval_decides_each_clip_as_the_daemon_would_at_the_banks_threshold() {
     assert_eq!(
         (low["false_alarms"].as_u64(), low["detected"].as_u64()),
         (Some(15), Some(2))
+    );
+
+    // Two sets that DCASE would name alike (folder name and machine) cannot share a
+    // --scores folder: an error, not one overwriting the other.
+    let twin = dir.path().join("elsewhere");
+    std::fs::create_dir_all(&twin).unwrap();
+    std::os::unix::fs::symlink(data.join("slider"), twin.join("slider")).unwrap();
+    let out = hark()
+        .arg("eval")
+        .arg(data.join("slider"))
+        .arg(twin.join("slider"))
+        .arg("--scores")
+        .arg(dir.path().join("both"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("would both write anomaly_score_slider_id_00.csv"),
+        "{err}"
     );
 
     // A scale that is not a positive number is refused, naming it.
@@ -597,10 +628,10 @@ fn eval_scores_and_decides_unlabelled_test_clips_as_a_dcase_evaluation_set() {
         "{}",
         String::from_utf8_lossy(&out.stdout)
     );
-    let written = csv_rows(&scores.join("anomaly_score_slider.csv"));
+    let written = csv_rows(&scores.join("anomaly_score_slider_section_00_test.csv"));
     assert_eq!(written.len(), 17);
     assert_eq!(
-        csv_rows(&scores.join("decision_result_slider.csv")).len(),
+        csv_rows(&scores.join("decision_result_slider_section_00_test.csv")).len(),
         17
     );
     // The same scores as the labelled set gives its clips, in the same order.
@@ -612,7 +643,7 @@ fn eval_scores_and_decides_unlabelled_test_clips_as_a_dcase_evaluation_set() {
             .arg("--scores")
             .arg(&labelled),
     );
-    let expected = csv_rows(&labelled.join("anomaly_score_slider.csv"));
+    let expected = csv_rows(&labelled.join("anomaly_score_slider_id_00.csv"));
     let values = |rows: &[(String, String)]| rows.iter().map(|r| r.1.clone()).collect::<Vec<_>>();
     assert_eq!(values(&written), values(&expected));
 }
