@@ -216,6 +216,13 @@ pub fn mix_into(input: &[f32], channels: usize, channel: Option<usize>, out: &mu
 fn describe(e: hound::Error) -> String {
     match e {
         hound::Error::IoError(e) => format!("cannot read: {e}"),
+        // hound's only word for a float WAV that is not 32-bit, such as the 64-bit
+        // float that numpy's float64 arrays become through scipy.io.wavfile.write.
+        hound::Error::FormatError("bits per sample is not 32") => {
+            "float samples of other than 32 bits (64-bit float?) are not supported: \
+             convert to 32-bit float or 16-bit PCM (sox IN.wav -e floating-point -b 32 OUT.wav)"
+                .into()
+        }
         hound::Error::FormatError(m) => format!("not a WAV file ({m})"),
         hound::Error::TooWide => "sample width too large".into(),
         hound::Error::Unsupported => "unsupported WAV format".into(),
@@ -299,6 +306,36 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.starts_with("nan.wav: ") && e.contains("NaN"), "{e}");
+    }
+
+    #[test]
+    fn a_64_bit_float_wav_is_an_error_that_says_so() {
+        // RIFF, fmt (IEEE float, 1 channel, 16 kHz, 64 bits), data: one sample.
+        let fmt: Vec<u8> = [3u16.to_le_bytes(), 1u16.to_le_bytes()]
+            .concat()
+            .into_iter()
+            .chain(16000u32.to_le_bytes())
+            .chain((16000u32 * 8).to_le_bytes())
+            .chain(8u16.to_le_bytes())
+            .chain(64u16.to_le_bytes())
+            .collect();
+        let mut body = b"WAVEfmt ".to_vec();
+        body.extend((fmt.len() as u32).to_le_bytes());
+        body.extend(&fmt);
+        body.extend(b"data");
+        body.extend(8u32.to_le_bytes());
+        body.extend(0.5f64.to_le_bytes());
+        let mut wav = b"RIFF".to_vec();
+        wav.extend((body.len() as u32).to_le_bytes());
+        wav.extend(body);
+        let e = Clip::from_bytes(&wav, Path::new("f64.wav"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("f64.wav: ") && e.contains("64-bit float"),
+            "{e}"
+        );
+        assert!(!e.contains("not a WAV file"), "{e}");
     }
 
     #[test]
