@@ -70,7 +70,7 @@ pub struct Outputs<'a> {
     pub json: bool,
     /// ROC curves and score histograms (SVG).
     pub plot: Option<&'a Path>,
-    /// Folder for one clip-score CSV and one decision CSV per set.
+    /// Folder for one clip-score CSV and one decision CSV per machine ([`submission_name`]).
     pub scores: Option<&'a Path>,
     /// Folder for one file per set of every scored window's vector ([`WindowLog`]).
     pub windows: Option<&'a Path>,

@@ -1,7 +1,29 @@
 //! `hark eval` on real recordings: the DCASE protocol on test/, `--holdout` on held-out
 //! train/ pieces and their twins, and sets of several machines or domains.
 
+use std::path::Path;
+
 use crate::util::{hark, json_rows, run_ok, shared_data, shipped_model};
+
+/// Links the real clips of set `from` into set `to` under the names another layout
+/// gives them: in each of train/ and test/, the clips in name order, the i-th named
+/// `rename(part, i, its name)` (`None`: left out).
+fn link_set(from: &Path, to: &Path, rename: impl Fn(&str, usize, &str) -> Option<String>) {
+    for part in ["train", "test"] {
+        std::fs::create_dir_all(to.join(part)).unwrap();
+        let mut files: Vec<_> = std::fs::read_dir(from.join(part))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        files.sort();
+        for (i, path) in files.iter().enumerate() {
+            let name = path.file_name().unwrap().to_string_lossy();
+            if let Some(new) = rename(part, i, &name) {
+                std::os::unix::fs::symlink(path, to.join(part).join(new)).unwrap();
+            }
+        }
+    }
+}
 
 #[test]
 fn eval_on_a_real_set_reports_dcase_metrics() {
@@ -302,16 +324,10 @@ fn eval_scores_each_machine_of_a_set_against_its_own_bank() {
     let Some(data) = shared_data() else { return };
     let dir = tempfile::tempdir().unwrap();
     let set = dir.path().join("two");
-    for part in ["train", "test"] {
-        std::fs::create_dir_all(set.join(part)).unwrap();
-        for (from, id) in [("aircompressor", "id_00"), ("slider", "id_02")] {
-            for e in std::fs::read_dir(data.join(from).join(part)).unwrap() {
-                let path = e.unwrap().path();
-                let name = path.file_name().unwrap().to_string_lossy();
-                let to = set.join(part).join(name.replace("id_00", id));
-                std::os::unix::fs::symlink(&path, to).unwrap();
-            }
-        }
+    for (from, id) in [("aircompressor", "id_00"), ("slider", "id_02")] {
+        link_set(&data.join(from), &set, |_, _, name| {
+            Some(name.replace("id_00", id))
+        });
     }
     let eval = |dirs: &[std::path::PathBuf], extra: &[&str]| {
         let out = run_ok(hark().arg("eval").args(dirs).args(extra).arg("--json"));
@@ -396,29 +412,19 @@ fn eval_reports_each_domain_of_a_dcase_2021_set_as_dcase_does() {
     let Some(data) = shared_data() else { return };
     let dir = tempfile::tempdir().unwrap();
     let set = dir.path().join("machine");
-    for part in ["train", "test"] {
-        std::fs::create_dir_all(set.join(part)).unwrap();
-        let target_clips = if part == "train" { 10 } else { usize::MAX };
-        for (from, domain, most) in [
-            ("aircompressor", "source", usize::MAX),
-            ("slider", "target", target_clips),
-        ] {
-            let mut files: Vec<_> = std::fs::read_dir(data.join(from).join(part))
-                .unwrap()
-                .map(|e| e.unwrap().path())
-                .collect();
-            files.sort();
-            for (i, path) in files.iter().take(most).enumerate() {
-                let name = path.file_name().unwrap().to_string_lossy();
-                let label = if name.starts_with("anomaly") {
-                    "anomaly"
-                } else {
-                    "normal"
-                };
-                let to = format!("section_00_{domain}_{part}_{label}_{i:04}.wav");
-                std::os::unix::fs::symlink(path, set.join(part).join(to)).unwrap();
-            }
-        }
+    for (from, domain, train_clips) in [
+        ("aircompressor", "source", usize::MAX),
+        ("slider", "target", 10),
+    ] {
+        link_set(&data.join(from), &set, |part, i, name| {
+            let label = if name.starts_with("anomaly") {
+                "anomaly"
+            } else {
+                "normal"
+            };
+            (part == "test" || i < train_clips)
+                .then(|| format!("section_00_{domain}_{part}_{label}_{i:04}.wav"))
+        });
     }
     let scores = dir.path().join("scores");
     let out = run_ok(
@@ -590,21 +596,12 @@ fn eval_scores_and_decides_unlabelled_test_clips_as_a_dcase_evaluation_set() {
     let Some(data) = shared_data() else { return };
     let dir = tempfile::tempdir().unwrap();
     let set = dir.path().join("slider");
-    for part in ["train", "test"] {
-        std::fs::create_dir_all(set.join(part)).unwrap();
-        let mut files: Vec<_> = std::fs::read_dir(data.join("slider").join(part))
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .collect();
-        files.sort();
-        for (i, path) in files.iter().enumerate() {
-            let to = match part {
-                "train" => format!("section_00_source_train_normal_{i:04}.wav"),
-                _ => format!("section_00_{i:04}.wav"),
-            };
-            std::os::unix::fs::symlink(path, set.join(part).join(to)).unwrap();
-        }
-    }
+    link_set(&data.join("slider"), &set, |part, i, _| {
+        Some(match part {
+            "train" => format!("section_00_source_train_normal_{i:04}.wav"),
+            _ => format!("section_00_{i:04}.wav"),
+        })
+    });
     // Without --scores there is nothing to report: an error that says what would be.
     let out = hark().arg("eval").arg(&set).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
