@@ -278,7 +278,7 @@ pub(super) fn clip_score(bank: &NormalBank, embeddings: &[Vec<f32>]) -> f64 {
 /// The daemon's decision on a clip's windows at `bank`'s calibrated threshold times
 /// `scale`: any of a tap model's knocks over it, or an event by the continuous rule's
 /// defaults.
-fn decide(bank: &NormalBank, scale: f64, tap: bool, embeddings: &[Vec<f32>]) -> bool {
+pub(super) fn decide(bank: &NormalBank, scale: f64, tap: bool, embeddings: &[Vec<f32>]) -> bool {
     let threshold = bank.calibration.threshold * scale as f32;
     let scores = embeddings.iter().map(|v| bank.nearest(v).0);
     match tap {

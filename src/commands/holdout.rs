@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::bail;
 
-use super::eval::{MAX_FPR, Outputs, WindowLog, audio_windows, bank_of, clip_score};
+use super::eval::{MAX_FPR, Outputs, WindowLog, audio_windows, bank_of, clip_score, decide};
 use super::machines::{Group, groups};
 use super::progress::{self, Bar, Unit};
 use crate::metrics::{auc, pauc};
@@ -26,6 +26,9 @@ pub struct TwinResult {
     pub pauc: f64,
     /// Held-out normal pieces (whole clips unless long), and as many twins.
     pub n: usize,
+    /// At the bank's threshold (times `--threshold-scale`), how many held-out normal
+    /// pieces and how many of their twins the daemon would raise an event in.
+    pub events: [usize; 2],
 }
 
 /// Default seed of the twins' random parameters (`--holdout-seed`), so a rerun gives
@@ -102,6 +105,7 @@ pub(super) fn holdout(
     embedder: &Embedder,
     group: &Group,
     Holdout { split, seed }: Holdout,
+    scale: f64,
     bar: &Bar,
     log: &mut WindowLog,
 ) -> anyhow::Result<Vec<TwinResult>> {
@@ -158,8 +162,12 @@ pub(super) fn holdout(
     }
     let bank = bank_of(embedder, segments)?;
     let twins = crate::twin::Twin::check(&embedder.meta().mode);
+    let tap = embedder.meta().mode == "tap";
     let mut normal = Vec::new();
     let mut anomalies = vec![Vec::new(); twins.len()];
+    // Held-out normal pieces with an event, then each twin's.
+    let mut normal_events = 0;
+    let mut twin_events = vec![0; twins.len()];
     let mut rng = crate::model::SplitMix64(seed);
     // The bar counts files here, where nearly all the time goes (each held-out piece is
     // embedded once as it is and once per twin).
@@ -169,11 +177,13 @@ pub(super) fn holdout(
             let windows = audio_windows(embedder, &piece, rate, file)?;
             log.add("held-out", "normal", file, k, &windows)?;
             normal.push(clip_score(&bank, &windows.rows));
-            for (twin, scores) in twins.iter().zip(&mut anomalies) {
+            normal_events += usize::from(decide(&bank, scale, tap, &windows.rows));
+            for ((twin, scores), events) in twins.iter().zip(&mut anomalies).zip(&mut twin_events) {
                 let faulty = twin.apply(&piece, rate, &mut rng);
                 let windows = audio_windows(embedder, &faulty, rate, file)?;
                 log.add("held-out", twin.name(), file, k, &windows)?;
                 scores.push(clip_score(&bank, &windows.rows));
+                *events += usize::from(decide(&bank, scale, tap, &windows.rows));
             }
         }
         bar.inc(1);
@@ -181,13 +191,15 @@ pub(super) fn holdout(
     twins
         .iter()
         .zip(anomalies)
-        .map(|(twin, anomaly)| {
+        .zip(twin_events)
+        .map(|((twin, anomaly), events)| {
             Ok(TwinResult {
                 name: name.to_string(),
                 twin: twin.name(),
                 auc: auc(&normal, &anomaly)?,
                 pauc: pauc(&normal, &anomaly, MAX_FPR)?,
                 n: normal.len(),
+                events: [normal_events, events],
             })
         })
         .collect()
@@ -215,23 +227,28 @@ pub(super) fn run(
         bar.set_message(name.clone());
         let suffix = format!("_holdout-{}", h.split.name());
         let mut log = WindowLog::new(out.windows, name, &suffix)?;
-        let results = holdout(embedder, group, h, &bar, &mut log)?;
+        let results = holdout(embedder, group, h, out.threshold_scale, &bar, &mut log)?;
         log.save()?;
         for r in &results {
             let line = if out.json {
                 serde_json::json!({
                     "set": r.name, "twin": r.twin, "auc": r.auc, "pauc": r.pauc,
                     "n_normal": r.n, "n_anomaly": r.n, "split": h.split.name(),
-                    "seed": h.seed,
+                    "seed": h.seed, "false_alarms": r.events[0], "detected": r.events[1],
                 })
                 .to_string()
             } else {
                 format!(
-                    "{:<24} {:<8} AUC {:6.2}  pAUC {:6.2}  ({} held-out train pieces and their twins)",
+                    "{:<24} {:<8} AUC {:6.2}  pAUC {:6.2}  ({} held-out train pieces and their \
+                     twins)  events in {}/{} held out, {}/{} twins",
                     r.name,
                     r.twin,
                     100.0 * r.auc,
                     100.0 * r.pauc,
+                    r.n,
+                    r.events[0],
+                    r.n,
+                    r.events[1],
                     r.n
                 )
             };

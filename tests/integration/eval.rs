@@ -205,6 +205,28 @@ fn eval_holdout_scores_held_out_train_clips_against_their_twins_without_test_cli
         let r = rows.iter().find(|r| r["twin"] == twin).unwrap();
         assert!(r["auc"].as_f64().unwrap() >= at_least, "{r}");
     }
+    // At the bank's threshold the daemon decides each held-out piece and twin: the
+    // same count of held-out pieces with an event on every twin's line, and clicks
+    // caught in most pieces (measured: 1 of 30 pieces, 21 of 30 clicks twins). Far
+    // below the threshold every piece and twin has one; far above, none.
+    let normal_events: Vec<&serde_json::Value> = rows.iter().map(|r| &r["false_alarms"]).collect();
+    assert!(
+        normal_events.iter().all(|e| *e == normal_events[0]),
+        "{rows:?}"
+    );
+    assert!(normal_events[0].as_u64().unwrap() <= 3, "{rows:?}");
+    let clicks = rows.iter().find(|r| r["twin"] == "clicks").unwrap();
+    assert!(clicks["detected"].as_u64().unwrap() >= 15, "{clicks}");
+    for (scale, events) in [("0.001", 30), ("1000", 0)] {
+        for r in run(&["--threshold-scale", scale]) {
+            assert_eq!(r["false_alarms"], events, "{scale}: {r}");
+            assert_eq!(r["detected"], events, "{scale}: {r}");
+            assert_eq!(
+                r["auc"],
+                rows.iter().find(|x| x["twin"] == r["twin"]).unwrap()["auc"]
+            );
+        }
+    }
     // The twins' random parameters are seeded: a rerun gives the same numbers.
     assert_eq!(run(&[]), rows);
     // --holdout-split halves enrols the first 30 clips and holds out the last 30
