@@ -25,6 +25,16 @@ pub const RAISE_N: usize = 4;
 /// See [`RAISE_K`].
 pub const CLEAR_M: usize = 8;
 
+/// Whether the daemon would act on one clip's window scores (in time order) at
+/// `threshold`: call a knock defective (`tap`: any score over it) or raise an event by
+/// the default rule (continuous).
+pub fn clip_alarms(threshold: f32, tap: bool, scores: impl IntoIterator<Item = f32>) -> bool {
+    match tap {
+        true => scores.into_iter().any(|s| s > threshold),
+        false => Hysteresis::with_defaults(threshold).raises(scores),
+    }
+}
+
 /// The k-of-n raise, m-clean clear rule over a stream of window scores, on its own
 /// (no bank), so that `hark eval` can ask of a clip's scores what the daemon would do.
 #[derive(Debug, Clone)]

@@ -502,25 +502,40 @@ impl NormalBank {
     /// Distance from a window, as the model made it, to its nearest bank row, and
     /// which row: cosine distance, or standardised Euclidean distance.
     pub fn nearest(&self, query: &[f32]) -> (f32, usize) {
+        self.nearest_where(query, |_| true)
+    }
+
+    /// [`NormalBank::nearest`] among the rows `keep` accepts (by index); `None` when it
+    /// accepts none.
+    pub fn nearest_among(&self, query: &[f32], keep: impl Fn(usize) -> bool) -> Option<f32> {
+        let (d, i) = self.nearest_where(query, keep);
+        (i != usize::MAX).then_some(d)
+    }
+
+    fn nearest_where(&self, query: &[f32], keep: impl Fn(usize) -> bool) -> (f32, usize) {
         // Rows are ranked by a key that needs no square root, then the best key
         // becomes the distance.
         match &self.scaling {
             Some(s) => {
                 let q = s.apply(query);
-                let (key, i) = self.smallest(|row| sq_dist(row, &q));
+                let (key, i) = self.smallest(|row| sq_dist(row, &q), keep);
                 (key.sqrt(), i)
             }
             None => {
-                let (key, i) = self.smallest(|row| -dot(row, query));
+                let (key, i) = self.smallest(|row| -dot(row, query), keep);
                 (1.0 + key, i)
             }
         }
     }
 
-    /// The row with the smallest `key`, and that key (`f32::MAX` for no row).
-    fn smallest(&self, key: impl Fn(&[f32]) -> f32) -> (f32, usize) {
-        let mut best = (f32::MAX, 0);
+    /// Among the rows `keep` accepts, the one with the smallest `key`, and that key
+    /// (`f32::MAX` and index `usize::MAX` for no row).
+    fn smallest(&self, key: impl Fn(&[f32]) -> f32, keep: impl Fn(usize) -> bool) -> (f32, usize) {
+        let mut best = (f32::MAX, usize::MAX);
         for (i, row) in self.embeddings.chunks_exact(self.dim).enumerate() {
+            if !keep(i) {
+                continue;
+            }
             let k = key(row);
             if k < best.0 {
                 best = (k, i);

@@ -26,6 +26,16 @@ fn identical_is_zero_and_orthogonal_is_one() {
 }
 
 #[test]
+fn nearest_among_leaves_rows_out() {
+    let e = vec![unit(&[1.0, 0.0, 0.0]), unit(&[0.0, 1.0, 0.0])];
+    let bank = NormalBank::build(&e, &origins(2), &[], 0, 10, Target::continuous(), "h").unwrap();
+    let q = [1.0, 0.0, 0.0];
+    assert!(bank.nearest_among(&q, |_| true).unwrap().abs() < 1e-6);
+    assert!((bank.nearest_among(&q, |i| i != 0).unwrap() - 1.0).abs() < 1e-6);
+    assert_eq!(bank.nearest_among(&q, |_| false), None);
+}
+
+#[test]
 fn k_center_keeps_the_spread() {
     // Three tight clusters of 10; a cap of 3 keeps one of each.
     let mut e = Vec::new();

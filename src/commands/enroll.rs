@@ -8,6 +8,7 @@ use super::progress::{self, Unit};
 use crate::bank::{NormalBank, Origin, RowNote};
 use crate::capture::Input;
 use crate::config::Config;
+use crate::detector::clip_alarms;
 use crate::frontend::FrontEnd;
 use crate::model::Embedder;
 
@@ -51,6 +52,8 @@ pub fn from_dirs(
     let mut embeddings = Vec::new();
     let mut origins = Vec::new();
     let mut notes = Vec::new();
+    // Each clip's name (as its rows' notes give it) and its windows' range.
+    let mut clips = Vec::new();
     for (segment, file) in files.into_iter().flatten().enumerate() {
         let clip = super::embed_clip(&embedder, front, cut, &file, None)?;
         bar.inc(1);
@@ -58,6 +61,10 @@ pub fn from_dirs(
             tracing::warn!(file = %file.display(), "no knock found: skipped");
         }
         let name = file.display().to_string();
+        clips.push((
+            name.clone(),
+            embeddings.len()..embeddings.len() + clip.windows.len(),
+        ));
         for (w, e) in clip.windows.iter().zip(clip.embeddings) {
             embeddings.push(e);
             origins.push(Origin {
@@ -68,7 +75,67 @@ pub fn from_dirs(
         }
     }
     drop(bar);
-    save(&embedder, &embeddings, &origins, &notes, out, max_bank)
+    let bank = save(&embedder, &embeddings, &origins, &notes, out, max_bank)?;
+    if embedder.meta().mode != "tap" {
+        report_unlike_the_rest(&bank, &embeddings, &clips)?;
+    }
+    Ok(())
+}
+
+/// The clips of an enrolment in which the daemon would raise an event (at the bank's
+/// threshold, by the default rule) if the bank held only the other clips' windows:
+/// recordings that sound unlike the rest (another day, load or microphone position,
+/// or not normal at all). Each clip's windows are scored against the bank's rows from
+/// the other clips (its notes name each row's clip); a bank of one clip has no other.
+fn unlike_the_rest(
+    bank: &NormalBank,
+    embeddings: &[Vec<f32>],
+    clips: &[(String, std::ops::Range<usize>)],
+) -> Vec<String> {
+    let threshold = bank.calibration.threshold;
+    let notes = bank.notes();
+    clips
+        .iter()
+        .filter(|(name, range)| {
+            let other = |i: usize| notes[i].as_ref().is_none_or(|n| &n.clip != name);
+            let scores: Option<Vec<f32>> = embeddings[range.clone()]
+                .iter()
+                .map(|e| bank.nearest_among(e, other))
+                .collect();
+            scores.is_some_and(|s| clip_alarms(threshold, false, s))
+        })
+        .map(|(name, _)| name.clone())
+        .collect()
+}
+
+/// Says how many enrolled clips are [`unlike_the_rest`], and warns with their names.
+fn report_unlike_the_rest(
+    bank: &NormalBank,
+    embeddings: &[Vec<f32>],
+    clips: &[(String, std::ops::Range<usize>)],
+) -> anyhow::Result<()> {
+    if clips.len() < 2 {
+        return Ok(());
+    }
+    let odd = unlike_the_rest(bank, embeddings, clips);
+    outln!(
+        "held-out check: {} of {} clips would raise an event against a bank of the others",
+        odd.len(),
+        clips.len()
+    )?;
+    if !odd.is_empty() {
+        const SHOWN: usize = 5;
+        let more = match odd.len() > SHOWN {
+            true => format!(" and {} more", odd.len() - SHOWN),
+            false => String::new(),
+        };
+        tracing::warn!(
+            "unlike the other clips: {}{more}. If the machine was normal in them, it has a \
+             condition few clips show: enrol more of it; if not, leave them out",
+            odd[..odd.len().min(SHOWN)].join(", ")
+        );
+    }
+    Ok(())
 }
 
 /// Enrols from `learn_seconds` of a configured source's live input.
@@ -111,7 +178,8 @@ pub fn from_source(
         .iter()
         .map(|w| note(w, front.n_mels, &clip))
         .collect();
-    save(&embedder, &embeddings, &origins, &notes, out, max_bank)
+    save(&embedder, &embeddings, &origins, &notes, out, max_bank)?;
+    Ok(())
 }
 
 /// What the bank remembers of an enrolment window, for explanations.
@@ -130,7 +198,7 @@ fn save(
     notes: &[Option<RowNote>],
     out: &Path,
     max_bank: usize,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<NormalBank> {
     let guard = embedder.meta().front.overlapping_windows();
     let bank = NormalBank::build(
         embeddings,
@@ -151,5 +219,5 @@ fn save(
         bank.calibration.score_mean,
         bank.calibration.score_max
     )?;
-    Ok(())
+    Ok(bank)
 }

@@ -12,7 +12,7 @@ use anyhow::{Context, bail};
 
 use super::progress::{self, Bar, Unit};
 use crate::bank::{NormalBank, Origin};
-use crate::detector::Hysteresis;
+use crate::detector::clip_alarms;
 use crate::fsutil::AtomicFile;
 use crate::inference::MAX_BANK;
 use crate::metrics::{auc, hmean, pauc};
@@ -57,9 +57,9 @@ pub struct ClipScore {
     pub score: f64,
     /// The daemon's decision at the bank's calibrated threshold (times `eval
     /// --threshold-scale`, 1 unless given):
-    /// a continuous model's windows raise an event by the default rule (3 of 4 over,
-    /// [`Hysteresis::with_defaults`]); a tap model's knock is called defective when
-    /// its score is over the threshold.
+    /// a continuous model's windows raise an event by the default rule (3 of 4 over),
+    /// a tap model's knock is called defective when its score is over the threshold
+    /// ([`clip_alarms`]).
     pub event: bool,
 }
 
@@ -280,11 +280,7 @@ pub(super) fn clip_score(bank: &NormalBank, embeddings: &[Vec<f32>]) -> f64 {
 /// defaults.
 pub(super) fn decide(bank: &NormalBank, scale: f64, tap: bool, embeddings: &[Vec<f32>]) -> bool {
     let threshold = bank.calibration.threshold * scale as f32;
-    let scores = embeddings.iter().map(|v| bank.nearest(v).0);
-    match tap {
-        true => scores.into_iter().any(|s| s > threshold),
-        false => Hysteresis::with_defaults(threshold).raises(scores),
-    }
+    clip_alarms(threshold, tap, embeddings.iter().map(|v| bank.nearest(v).0))
 }
 
 fn log_level(rms: f64) -> f64 {

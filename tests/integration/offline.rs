@@ -53,6 +53,48 @@ fn enroll_then_score_separates_blade_fault_from_normal() {
 }
 
 #[test]
+fn enroll_names_the_clips_that_sound_unlike_the_rest() {
+    // fan/train: seven recordings of 2020-03-18 and one of 2021-02-10, whose windows
+    // score 6.8-7.4 against a bank of the 2020 ones (README, "Enrol every condition").
+    let Some(data) = shared_data() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let enrol = |from: &std::path::Path| {
+        let out = run_ok(
+            hark()
+                .arg("enroll")
+                .arg(from)
+                .arg("--out")
+                .arg(dir.path().join("fan.bank.safetensors")),
+        );
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        (text(&out.stdout), text(&out.stderr))
+    };
+    let (out, err) = enrol(&data.join("fan/train"));
+    assert!(
+        out.contains(
+            "held-out check: 1 of 8 clips would raise an event against a bank of the others"
+        ),
+        "{out}"
+    );
+    assert!(
+        err.contains("unlike the other clips") && err.contains("normal_id_00_20210210T012001.wav"),
+        "{err}"
+    );
+    // The 2020 recordings alone are alike: none is named.
+    let day = dir.path().join("2020");
+    std::fs::create_dir(&day).unwrap();
+    for e in std::fs::read_dir(data.join("fan/train")).unwrap() {
+        let path = e.unwrap().path();
+        if path.to_string_lossy().contains("_2020") {
+            std::os::unix::fs::symlink(&path, day.join(path.file_name().unwrap())).unwrap();
+        }
+    }
+    let (out, err) = enrol(&day);
+    assert!(out.contains("held-out check: 0 of 7 clips"), "{out}");
+    assert!(!err.contains("unlike the other clips"), "{err}");
+}
+
+#[test]
 fn shipped_model_is_trained_by_its_documented_command() {
     // models/README.md: `hark train` with no flags, on the train/ clips of every set
     // (never test/). Its defaults are the recipe (5 epochs, anchor 0.3 to the fixed-seed
