@@ -205,12 +205,14 @@ pub(super) fn holdout(
         .collect()
 }
 
-/// `eval --holdout`: one line per set and twin, then the set's mean over its twins.
+/// `eval --holdout`: one line per set and twin, then the set's mean over its twins;
+/// pieces and twins are decided at each bank's threshold times `scale`.
 pub(super) fn run(
     embedder: &Embedder,
     sets: &[(String, PathBuf)],
     clips: usize,
     h: Holdout,
+    scale: f64,
     out: &Outputs,
 ) -> anyhow::Result<()> {
     let bar = progress::bar(clips as u64, "held-out twins", Unit::Items("clips"));
@@ -227,7 +229,7 @@ pub(super) fn run(
         bar.set_message(name.clone());
         let suffix = format!("_holdout-{}", h.split.name());
         let mut log = WindowLog::new(out.windows, name, &suffix)?;
-        let results = holdout(embedder, group, h, out.threshold_scale, &bar, &mut log)?;
+        let results = holdout(embedder, group, h, scale, &bar, &mut log)?;
         log.save()?;
         for r in &results {
             let line = if out.json {

@@ -21,6 +21,7 @@ macro_rules! out {
 mod bench;
 mod enroll;
 mod eval;
+mod eval_report;
 mod geometry;
 mod holdout;
 mod machines;
@@ -491,13 +492,12 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 plot: plot.as_deref(),
                 scores: scores.as_deref(),
                 windows: windows.as_deref(),
-                threshold_scale,
             };
             let holdout = holdout.then_some(holdout::Holdout {
                 split: holdout_split,
                 seed: holdout_seed,
             });
-            eval::run(&dirs, &model, &out, holdout)
+            eval::run(&dirs, &model, &out, holdout, threshold_scale)
         }
         Command::InitModel { seed, out, front } => {
             let meta = front.meta(&format!("fixed-seed {seed} (untrained)"))?;

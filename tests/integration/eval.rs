@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use crate::util::{hark, json_rows, run_ok, shared_data, shipped_model};
+use crate::util::{hark, json_rows, run_fails, run_ok, shared_data, shipped_model};
 
 /// Links the real clips of set `from` into set `to` under the names another layout
 /// gives them: in each of train/ and test/, the clips in name order, the i-th named
@@ -334,9 +334,8 @@ fn eval_holdout_cuts_long_recordings_into_pieces() {
 #[test]
 fn eval_refuses_a_folder_without_sets() {
     let dir = tempfile::tempdir().unwrap();
-    let out = hark().arg("eval").arg(dir.path()).output().unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("no train/ folder"));
+    let err = run_fails(hark().arg("eval").arg(dir.path()));
+    assert!(err.contains("no train/ folder"));
 }
 
 #[test]
@@ -582,29 +581,25 @@ fn eval_decides_each_clip_as_the_daemon_would_at_the_banks_threshold() {
     let twin = dir.path().join("elsewhere");
     std::fs::create_dir_all(&twin).unwrap();
     std::os::unix::fs::symlink(data.join("slider"), twin.join("slider")).unwrap();
-    let out = hark()
-        .arg("eval")
-        .arg(data.join("slider"))
-        .arg(twin.join("slider"))
-        .arg("--scores")
-        .arg(dir.path().join("both"))
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = run_fails(
+        hark()
+            .arg("eval")
+            .arg(data.join("slider"))
+            .arg(twin.join("slider"))
+            .arg("--scores")
+            .arg(dir.path().join("both")),
+    );
     assert!(
         err.contains("would both write anomaly_score_slider_id_00.csv"),
         "{err}"
     );
 
     // A scale that is not a positive number is refused, naming it.
-    let out = hark()
-        .args(["eval", "--threshold-scale=0"])
-        .arg(data.join("slider"))
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = run_fails(
+        hark()
+            .args(["eval", "--threshold-scale=0"])
+            .arg(data.join("slider")),
+    );
     assert!(
         err.contains("--threshold-scale 0: must be a number above 0"),
         "{err}"
@@ -625,9 +620,7 @@ fn eval_scores_and_decides_unlabelled_test_clips_as_a_dcase_evaluation_set() {
         })
     });
     // Without --scores there is nothing to report: an error that says what would be.
-    let out = hark().arg("eval").arg(&set).output().unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = run_fails(hark().arg("eval").arg(&set));
     assert!(
         err.contains("--scores DIR writes the scores and decisions of its 17 unlabelled clips"),
         "{err}"

@@ -309,6 +309,15 @@ pub fn run_ok(cmd: &mut Command) -> std::process::Output {
     out
 }
 
+/// Runs a prepared hark command and asserts it failed with exit status 2 (bad input);
+/// returns its stderr.
+pub fn run_fails(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(2), "{cmd:?}: {stderr}");
+    stderr
+}
+
 /// A model shipped in models/.
 pub fn shipped_model(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
