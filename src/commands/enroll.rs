@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::bail;
 
+use super::items::{self, Items};
 use super::progress::{self, Unit};
 use crate::bank::{NormalBank, Origin, RowNote};
 use crate::capture::Input;
@@ -12,12 +13,15 @@ use crate::detector::clip_alarms;
 use crate::frontend::FrontEnd;
 use crate::model::Embedder;
 
-/// Enrols from every normal clip of the given folders.
+/// Enrols from every normal clip of the given folders. With `items`, clips of one item
+/// (one object knocked several times, one recording cut into clips) are left out of
+/// each other's calibration score and of the held-out check together.
 pub fn from_dirs(
     dirs: &[PathBuf],
     model: &Path,
     out: &Path,
     max_bank: usize,
+    items: Option<&Items>,
 ) -> anyhow::Result<()> {
     if dirs.is_empty() {
         bail!("give at least one folder of normal clips, or --source NAME");
@@ -44,32 +48,35 @@ pub fn from_dirs(
             names.join(", ")
         );
     }
-    let bar = progress::bar(
-        files.iter().map(Vec::len).sum::<usize>() as u64,
-        "enrolling",
-        Unit::Items("files"),
-    );
+    let files: Vec<PathBuf> = files.into_iter().flatten().collect();
+    let (item_of, n_items) = items::numbering(items, &files);
+    if items.is_some() {
+        outln!("{} clips of {n_items} items (--item)", files.len())?;
+    }
+    let bar = progress::bar(files.len() as u64, "enrolling", Unit::Items("files"));
     let mut embeddings = Vec::new();
     let mut origins = Vec::new();
     let mut notes = Vec::new();
-    // Each clip's name (as its rows' notes give it) and its windows' range.
+    // Each clip's name (as its rows' notes give it), item and windows' range.
     let mut clips = Vec::new();
-    for (segment, file) in files.into_iter().flatten().enumerate() {
-        let clip = super::embed_clip(&embedder, front, cut, &file, None)?;
+    for (file, &item) in files.iter().zip(&item_of) {
+        let clip = super::embed_clip(&embedder, front, cut, file, None)?;
         bar.inc(1);
         if clip.windows.is_empty() {
             tracing::warn!(file = %file.display(), "no knock found: skipped");
         }
         let name = file.display().to_string();
-        clips.push((
-            name.clone(),
-            embeddings.len()..embeddings.len() + clip.windows.len(),
-        ));
+        clips.push(Clip {
+            name: name.clone(),
+            item,
+            rows: embeddings.len()..embeddings.len() + clip.windows.len(),
+        });
         for (w, e) in clip.windows.iter().zip(clip.embeddings) {
             embeddings.push(e);
+            // With --item every window of an item is in the others' way (index 0).
             origins.push(Origin {
-                segment: segment as u32,
-                index: w.index as u32,
+                segment: item,
+                index: if items.is_some() { 0 } else { w.index as u32 },
             });
             notes.push(note(w, front.n_mels, &name));
         }
@@ -77,34 +84,49 @@ pub fn from_dirs(
     drop(bar);
     let bank = save(&embedder, &embeddings, &origins, &notes, out, max_bank)?;
     if embedder.meta().mode != "tap" {
-        report_unlike_the_rest(&bank, &embeddings, &clips)?;
+        report_unlike_the_rest(&bank, &embeddings, &clips, items.is_some())?;
     }
     Ok(())
+}
+
+/// An enrolled clip: its name (as its rows' notes give it), its item's number
+/// ([`items::numbering`]) and the range of its windows among the enrolment's.
+struct Clip {
+    name: String,
+    item: u32,
+    rows: std::ops::Range<usize>,
 }
 
 /// The clips of an enrolment in which the daemon would raise an event (at the bank's
 /// threshold, by the default rule) if the bank held only the other clips' windows:
 /// recordings that sound unlike the rest (another day, load or microphone position,
 /// or not normal at all). Each clip's windows are scored against the bank's rows from
-/// the other clips (its notes name each row's clip); a bank of one clip has no other.
-fn unlike_the_rest(
-    bank: &NormalBank,
-    embeddings: &[Vec<f32>],
-    clips: &[(String, std::ops::Range<usize>)],
-) -> Vec<String> {
+/// the other clips, or with `--item` the other items (its notes name each row's
+/// clip); a bank of one clip has no other.
+fn unlike_the_rest(bank: &NormalBank, embeddings: &[Vec<f32>], clips: &[Clip]) -> Vec<String> {
     let threshold = bank.calibration.threshold;
-    let notes = bank.notes();
+    let item_of: std::collections::HashMap<&str, u32> =
+        clips.iter().map(|c| (c.name.as_str(), c.item)).collect();
+    // Each bank row's item, from the clip its note names.
+    let row_items: Vec<Option<u32>> = bank
+        .notes()
+        .iter()
+        .map(|n| {
+            n.as_ref()
+                .and_then(|n| item_of.get(n.clip.as_str()).copied())
+        })
+        .collect();
     clips
         .iter()
-        .filter(|(name, range)| {
-            let other = |i: usize| notes[i].as_ref().is_none_or(|n| &n.clip != name);
-            let scores: Option<Vec<f32>> = embeddings[range.clone()]
+        .filter(|clip| {
+            let other = |i: usize| row_items[i] != Some(clip.item);
+            let scores: Option<Vec<f32>> = embeddings[clip.rows.clone()]
                 .iter()
                 .map(|e| bank.nearest_among(e, other))
                 .collect();
             scores.is_some_and(|s| clip_alarms(threshold, false, s))
         })
-        .map(|(name, _)| name.clone())
+        .map(|clip| clip.name.clone())
         .collect()
 }
 
@@ -112,16 +134,18 @@ fn unlike_the_rest(
 fn report_unlike_the_rest(
     bank: &NormalBank,
     embeddings: &[Vec<f32>],
-    clips: &[(String, std::ops::Range<usize>)],
+    clips: &[Clip],
+    by_item: bool,
 ) -> anyhow::Result<()> {
     if clips.len() < 2 {
         return Ok(());
     }
     let odd = unlike_the_rest(bank, embeddings, clips);
     outln!(
-        "held-out check: {} of {} clips would raise an event against a bank of the others",
+        "held-out check: {} of {} clips would raise an event against a bank of the other {}",
         odd.len(),
-        clips.len()
+        clips.len(),
+        if by_item { "items" } else { "clips" }
     )?;
     if !odd.is_empty() {
         const SHOWN: usize = 5;

@@ -20,6 +20,7 @@ use crate::model::Embedder;
 use crate::wav::Clip;
 
 use super::eval_report::{Numbers, result_line, submission_name, write_scores};
+use super::items::{self, Items};
 use super::machines::{Group, domain, groups, label};
 
 /// The false-positive rate up to which pAUC is taken (DCASE: 0.1).
@@ -76,6 +77,17 @@ pub struct Outputs<'a> {
     pub scores: Option<&'a Path>,
     /// Folder for one file per set of every scored window's vector ([`WindowLog`]).
     pub windows: Option<&'a Path>,
+}
+
+/// How `hark eval` calibrates and decides, as a deployment would.
+#[derive(Debug, Clone, Copy)]
+pub struct Decision<'a> {
+    /// Clips are decided at each bank's threshold times this (a source's
+    /// `threshold_scale`).
+    pub scale: f64,
+    /// Which train/ clips record one object (`--item`): calibration, and
+    /// `--holdout`'s split, keep each object's clips together.
+    pub items: Option<&'a Items>,
 }
 
 /// `eval --windows DIR`: every window a set's evaluation enrolled or scored, so that
@@ -219,11 +231,12 @@ pub(super) fn audio_windows(
     })
 }
 
-/// A bank enrolled from `files`, as `hark enroll` would make it, and each file's log
-/// level.
+/// A bank enrolled from `files`, as `hark enroll` would make it (with `items`, as
+/// `hark enroll --item` would), and each file's log level.
 pub(super) fn enrol(
     embedder: &Embedder,
     files: &[PathBuf],
+    items: Option<&Items>,
     bar: &Bar,
     log: &mut WindowLog,
 ) -> anyhow::Result<(NormalBank, Vec<f64>)> {
@@ -235,22 +248,32 @@ pub(super) fn enrol(
         bar.inc(1);
         segments.push(e.rows);
     }
-    Ok((bank_of(embedder, segments)?, levels))
+    let whole = items.map(|_| items::numbering(items, files).0);
+    Ok((bank_of(embedder, segments, whole.as_deref())?, levels))
 }
 
 /// A bank of the windows of `segments` (each a clip, or a piece of one), as `hark
-/// enroll` would make it.
+/// enroll` would make it. `items`, one per segment: the item each records (`--item`);
+/// calibration then scores every window against other items only.
 pub(super) fn bank_of(
     embedder: &Embedder,
     segments: Vec<Vec<Vec<f32>>>,
+    items: Option<&[u32]>,
 ) -> anyhow::Result<NormalBank> {
     let (mut embeddings, mut origins) = (Vec::new(), Vec::new());
     for (segment, e) in segments.into_iter().enumerate() {
         for (index, v) in e.into_iter().enumerate() {
             embeddings.push(v);
-            origins.push(Origin {
-                segment: segment as u32,
-                index: index as u32,
+            // An item's windows all share index 0, so each is in the others' way.
+            origins.push(match items {
+                Some(items) => Origin {
+                    segment: items[segment],
+                    index: 0,
+                },
+                None => Origin {
+                    segment: segment as u32,
+                    index: index as u32,
+                },
             });
         }
     }
@@ -299,17 +322,18 @@ fn test_files(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
 }
 
 /// Evaluates one group: every test clip's score and decision (at the bank's threshold
-/// times `scale`), and the set's numbers (`None` when its test clips lack one of the
+/// times `decision.scale`), and the set's numbers (`None` when its test clips lack one of the
 /// labels). `bar` advances by one per clip (train and test); `log` gets every clip's
 /// windows.
 pub(super) fn evaluate(
     embedder: &Embedder,
     group: &Group,
-    scale: f64,
+    decision: Decision,
     bar: &Bar,
     log: &mut WindowLog,
 ) -> anyhow::Result<(Vec<ClipScore>, Option<SetResult>)> {
-    let (bank, train_levels) = enrol(embedder, &group.train, bar, log)?;
+    let (bank, train_levels) = enrol(embedder, &group.train, decision.items, bar, log)?;
+    let scale = decision.scale;
     let tap = embedder.meta().mode == "tap";
     let n = train_levels.len() as f64;
     let mu = train_levels.iter().sum::<f64>() / n;
@@ -379,15 +403,15 @@ fn set_file_name(set: &str) -> String {
 
 /// Evaluates every set under `dirs` and prints a table or JSON lines: on `test/`, or
 /// with `holdout` on held-out `train/` clips and their twins ([`super::holdout`]).
-/// Clips are decided at each bank's threshold times `scale` (a source's
-/// `threshold_scale`).
+/// Banks are calibrated and clips decided as `decision` says.
 pub fn run(
     dirs: &[PathBuf],
     model: &Path,
     out: &Outputs,
     holdout: Option<super::holdout::Holdout>,
-    scale: f64,
+    decision: Decision,
 ) -> anyhow::Result<()> {
+    let scale = decision.scale;
     if dirs.is_empty() {
         bail!("give at least one DCASE-layout folder (SET/train, SET/test)");
     }
@@ -416,7 +440,7 @@ pub fn run(
         }
     }
     if let Some(h) = holdout {
-        return super::holdout::run(&embedder, &all_sets, clips, h, scale, out);
+        return super::holdout::run(&embedder, &all_sets, clips, h, decision, out);
     }
     let bar = progress::bar(clips as u64, "evaluating", Unit::Items("clips"));
     let mut results = Vec::new();
@@ -430,7 +454,7 @@ pub fn run(
         for group in &machines {
             bar.set_message(group.name.clone());
             let mut log = WindowLog::new(out.windows, &group.name, "")?;
-            let (scored, r) = evaluate(&embedder, group, scale, &bar, &mut log)?;
+            let (scored, r) = evaluate(&embedder, group, decision, &bar, &mut log)?;
             log.save()?;
             if let (Some(dir), false) = (out.scores, scored.is_empty()) {
                 let file = submission_name(&name, &group.machine);

@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::bail;
 
-use super::eval::{MAX_FPR, Outputs, WindowLog, audio_windows, bank_of, clip_score, decide};
+use super::eval::{
+    Decision, MAX_FPR, Outputs, WindowLog, audio_windows, bank_of, clip_score, decide,
+};
 use super::machines::{Group, groups};
 use super::progress::{self, Bar, Unit};
 use crate::metrics::{auc, pauc};
@@ -105,30 +107,38 @@ pub(super) fn holdout(
     embedder: &Embedder,
     group: &Group,
     Holdout { split, seed }: Holdout,
-    scale: f64,
+    Decision { scale, items }: Decision,
     bar: &Bar,
     log: &mut WindowLog,
 ) -> anyhow::Result<Vec<TwinResult>> {
     let (name, files) = (&group.name, &group.train);
-    // Per file, whether each of its pieces is enrolled; `split` sees all pieces in
-    // order (by file name, then time).
     let mut counts = Vec::with_capacity(files.len());
     for file in files {
         let wav = crate::wav::WavStream::open(file)?;
         counts.push(piece_count(wav.frames(), wav.sample_rate_hz));
     }
     let total: usize = counts.iter().sum();
+    let (item_of, n_items) = super::items::numbering(items, files);
+    // Per file, whether each of its pieces is enrolled. `split` sees all pieces in
+    // order (by file name, then time), or with --item all items in order of first
+    // appearance, each item's pieces going together.
     let mut enrolled = Vec::with_capacity(files.len());
     let mut place = 0;
-    for &n in &counts {
+    for (&n, &item) in counts.iter().zip(&item_of) {
         enrolled.push(
             (0..n)
-                .map(|k| split.enrols(place + k, total))
+                .map(|k| match items {
+                    Some(_) => split.enrols(item as usize, n_items),
+                    None => split.enrols(place + k, total),
+                })
                 .collect::<Vec<_>>(),
         );
         place += n;
     }
     let held_out = enrolled.iter().flatten().filter(|e| !**e).count();
+    if held_out == 0 && items.is_some() {
+        bail!("{name}: --holdout needs at least 2 items (--item), found {n_items}");
+    }
     if held_out == 0 {
         bail!(
             "{name}: --holdout needs at least 2 train clips (or one of {} s or more), found {} clip(s), {total} piece(s)",
@@ -151,16 +161,18 @@ pub(super) fn holdout(
             .collect();
         Ok((chosen, clip.sample_rate_hz))
     };
-    let mut segments = Vec::new();
-    for (file, marks) in files.iter().zip(&enrolled) {
+    let (mut segments, mut segment_items) = (Vec::new(), Vec::new());
+    for ((file, marks), &item) in files.iter().zip(&enrolled).zip(&item_of) {
         let (chosen, rate) = pieces(file, marks, true)?;
         for (k, piece) in chosen {
             let windows = audio_windows(embedder, &piece, rate, file)?;
             log.add("enrol", "normal", file, k, &windows)?;
             segments.push(windows.rows);
+            segment_items.push(item);
         }
     }
-    let bank = bank_of(embedder, segments)?;
+    let whole = items.map(|_| segment_items.as_slice());
+    let bank = bank_of(embedder, segments, whole)?;
     let twins = crate::twin::Twin::check(&embedder.meta().mode);
     let tap = embedder.meta().mode == "tap";
     let mut normal = Vec::new();
@@ -206,13 +218,13 @@ pub(super) fn holdout(
 }
 
 /// `eval --holdout`: one line per set and twin, then the set's mean over its twins;
-/// pieces and twins are decided at each bank's threshold times `scale`.
+/// banks are calibrated and pieces and twins decided as `decision` says.
 pub(super) fn run(
     embedder: &Embedder,
     sets: &[(String, PathBuf)],
     clips: usize,
     h: Holdout,
-    scale: f64,
+    decision: Decision,
     out: &Outputs,
 ) -> anyhow::Result<()> {
     let bar = progress::bar(clips as u64, "held-out twins", Unit::Items("clips"));
@@ -229,7 +241,7 @@ pub(super) fn run(
         bar.set_message(name.clone());
         let suffix = format!("_holdout-{}", h.split.name());
         let mut log = WindowLog::new(out.windows, name, &suffix)?;
-        let results = holdout(embedder, group, h, scale, &bar, &mut log)?;
+        let results = holdout(embedder, group, h, decision, &bar, &mut log)?;
         log.save()?;
         for r in &results {
             let line = if out.json {

@@ -24,6 +24,7 @@ mod eval;
 mod eval_report;
 mod geometry;
 mod holdout;
+mod items;
 mod machines;
 mod offline;
 mod plot;
@@ -116,6 +117,13 @@ pub enum Command {
         /// Most embeddings to keep (greedy k-center coreset); scoring cost grows with it.
         #[arg(long, default_value_t = crate::inference::MAX_BANK)]
         max_bank: usize,
+        /// Clips whose names are the same once REGEX is removed record one item (a
+        /// piece knocked several times: `--item '_[0-9]+_ini\.wav$'` makes
+        /// `S01_1_ini.wav`, `S01_2_ini.wav` one stone). The threshold is then
+        /// calibrated on how each item scores against the *other* items, as a new
+        /// piece will [default: every clip is an item].
+        #[arg(long, value_name = "REGEX", conflicts_with = "source")]
+        item: Option<String>,
     },
     /// Score a WAV file offline through the same dsp and inference path as the daemon.
     Score {
@@ -229,6 +237,11 @@ pub enum Command {
         /// `threshold_scale` does (>1: fewer alarms).
         #[arg(long, default_value_t = 1.0)]
         threshold_scale: f64,
+        /// Clips whose names are the same once REGEX is removed record one item, as
+        /// `hark enroll --item` takes them: calibration leaves each item's other
+        /// clips out, and --holdout enrols or holds out whole items.
+        #[arg(long, value_name = "REGEX")]
+        item: Option<String>,
         /// Also write every enrolled and scored window to this folder, per set: its
         /// vector (the model's output) in `windows_SET.jsonl` and its log-mel values in
         /// `windows_SET.mels` (with --holdout `windows_SET_holdout-SPLIT.*`), for
@@ -372,9 +385,11 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             model,
             out,
             max_bank,
+            item,
         } => {
             init_logging("info");
             anyhow::ensure!(max_bank >= 2, "--max-bank {max_bank}: must be >= 2");
+            let items = items::parse(item.as_deref())?;
             match source {
                 Some(name) => enroll::from_source(
                     &config.unwrap_or_else(Config::default_path),
@@ -383,7 +398,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                     &out,
                     max_bank,
                 ),
-                None => enroll::from_dirs(&dirs, &model, &out, max_bank),
+                None => enroll::from_dirs(&dirs, &model, &out, max_bank, items.as_ref()),
             }
         }
         Command::Score {
@@ -484,9 +499,11 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             holdout_seed,
             scores,
             threshold_scale,
+            item,
             windows,
         } => {
             init_logging("info");
+            let items = items::parse(item.as_deref())?;
             let out = eval::Outputs {
                 json,
                 plot: plot.as_deref(),
@@ -497,7 +514,11 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 split: holdout_split,
                 seed: holdout_seed,
             });
-            eval::run(&dirs, &model, &out, holdout, threshold_scale)
+            let decision = eval::Decision {
+                scale: threshold_scale,
+                items: items.as_ref(),
+            };
+            eval::run(&dirs, &model, &out, holdout, decision)
         }
         Command::InitModel { seed, out, front } => {
             let meta = front.meta(&format!("fixed-seed {seed} (untrained)"))?;
