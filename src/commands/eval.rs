@@ -55,7 +55,7 @@ pub struct SetResult {
 pub struct ClipScore {
     /// The file name.
     pub name: String,
-    /// The clip's score: the mean of its windows' scores ([`clip_score`]).
+    /// The clip's score: its windows' scores pooled ([`Pooling`]; by default the mean).
     pub score: f64,
     /// The daemon's decision at the bank's calibrated threshold (times `eval
     /// --threshold-scale`, 1 unless given):
@@ -79,15 +79,39 @@ pub struct Outputs<'a> {
     pub windows: Option<&'a Path>,
 }
 
-/// How `hark eval` calibrates and decides, as a deployment would.
+/// How `hark eval` calibrates, scores and decides.
 #[derive(Debug, Clone, Copy)]
-pub struct Decision<'a> {
+pub struct Scoring<'a> {
     /// Clips are decided at each bank's threshold times this (a source's
     /// `threshold_scale`).
     pub scale: f64,
     /// Which train/ clips record one object (`--item`): calibration, and
     /// `--holdout`'s split, keep each object's clips together.
     pub items: Option<&'a Items>,
+    /// How a clip's window (or knock) scores make its score.
+    pub pooling: Pooling,
+}
+
+/// How a clip's score is made from its windows' scores (`eval --clip-score`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Pooling {
+    /// The mean (the default): DCASE's usual clip score, for a running machine whose
+    /// whole clip sounds one way.
+    Mean,
+    /// The highest: a fault heard in part of a clip, or a piece knocked several
+    /// times in one clip, which the station calls defective where any knock is.
+    Max,
+}
+
+impl Pooling {
+    /// The clip score of `scores` (not empty).
+    pub fn pool(self, scores: &[f32]) -> f64 {
+        let scores = scores.iter().map(|&s| f64::from(s));
+        match self {
+            Pooling::Mean => scores.clone().sum::<f64>() / scores.len() as f64,
+            Pooling::Max => scores.fold(f64::NEG_INFINITY, f64::max),
+        }
+    }
 }
 
 /// `eval --windows DIR`: every window a set's evaluation enrolled or scored, so that
@@ -288,21 +312,20 @@ pub(super) fn bank_of(
     )
 }
 
-/// A clip's score: the mean of its windows' scores.
-pub(super) fn clip_score(bank: &NormalBank, embeddings: &[Vec<f32>]) -> f64 {
-    embeddings
-        .iter()
-        .map(|v| f64::from(bank.nearest(v).0))
-        .sum::<f64>()
-        / embeddings.len() as f64
-}
-
-/// The daemon's decision on a clip's windows at `bank`'s calibrated threshold times
-/// `scale`: any of a tap model's knocks over it, or an event by the continuous rule's
-/// defaults.
-pub(super) fn decide(bank: &NormalBank, scale: f64, tap: bool, embeddings: &[Vec<f32>]) -> bool {
+/// A clip's score (its windows' scores pooled by `pooling`), and the daemon's decision
+/// on it at `bank`'s calibrated threshold times `scale`: any of a tap model's knocks
+/// over it, or an event by the continuous rule's defaults.
+pub(super) fn judge(
+    bank: &NormalBank,
+    pooling: Pooling,
+    scale: f64,
+    tap: bool,
+    embeddings: &[Vec<f32>],
+) -> (f64, bool) {
+    let scores: Vec<f32> = embeddings.iter().map(|v| bank.nearest(v).0).collect();
     let threshold = bank.calibration.threshold * scale as f32;
-    clip_alarms(threshold, tap, embeddings.iter().map(|v| bank.nearest(v).0))
+    let event = clip_alarms(threshold, tap, scores.iter().copied());
+    (pooling.pool(&scores), event)
 }
 
 fn log_level(rms: f64) -> f64 {
@@ -322,19 +345,20 @@ fn test_files(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
 }
 
 /// Evaluates one group: every test clip's score and decision (at the bank's threshold
-/// times `decision.scale`), and the set's numbers (`None` when its test clips lack one of the
+/// times `scoring.scale`), and the set's numbers (`None` when its test clips lack one of the
 /// labels). `bar` advances by one per clip (train and test); `log` gets every clip's
 /// windows.
 pub(super) fn evaluate(
     embedder: &Embedder,
     group: &Group,
-    decision: Decision,
+    scoring: Scoring,
     bar: &Bar,
     log: &mut WindowLog,
 ) -> anyhow::Result<(Vec<ClipScore>, Option<SetResult>)> {
-    let (bank, train_levels) = enrol(embedder, &group.train, decision.items, bar, log)?;
-    let scale = decision.scale;
+    let (bank, train_levels) = enrol(embedder, &group.train, scoring.items, bar, log)?;
+    let scale = scoring.scale;
     let tap = embedder.meta().mode == "tap";
+    let pooling = scoring.pooling;
     let n = train_levels.len() as f64;
     let mu = train_levels.iter().sum::<f64>() / n;
     let sd = (train_levels.iter().map(|l| (l - mu).powi(2)).sum::<f64>() / n).sqrt() + 1e-9;
@@ -354,8 +378,7 @@ pub(super) fn evaluate(
             None => "unlabelled",
         };
         log.add("test", name, file, 0, &e)?;
-        let score = clip_score(&bank, &e.rows);
-        let event = decide(&bank, scale, tap, &e.rows);
+        let (score, event) = judge(&bank, pooling, scale, tap, &e.rows);
         let file_name = file.file_name().unwrap_or_default().to_string_lossy();
         clips.push(ClipScore {
             name: file_name.into_owned(),
@@ -403,15 +426,15 @@ fn set_file_name(set: &str) -> String {
 
 /// Evaluates every set under `dirs` and prints a table or JSON lines: on `test/`, or
 /// with `holdout` on held-out `train/` clips and their twins ([`super::holdout`]).
-/// Banks are calibrated and clips decided as `decision` says.
+/// Banks are calibrated and clips decided as `scoring` says.
 pub fn run(
     dirs: &[PathBuf],
     model: &Path,
     out: &Outputs,
     holdout: Option<super::holdout::Holdout>,
-    decision: Decision,
+    scoring: Scoring,
 ) -> anyhow::Result<()> {
-    let scale = decision.scale;
+    let scale = scoring.scale;
     if dirs.is_empty() {
         bail!("give at least one DCASE-layout folder (SET/train, SET/test)");
     }
@@ -440,7 +463,7 @@ pub fn run(
         }
     }
     if let Some(h) = holdout {
-        return super::holdout::run(&embedder, &all_sets, clips, h, decision, out);
+        return super::holdout::run(&embedder, &all_sets, clips, h, scoring, out);
     }
     let bar = progress::bar(clips as u64, "evaluating", Unit::Items("clips"));
     let mut results = Vec::new();
@@ -454,7 +477,7 @@ pub fn run(
         for group in &machines {
             bar.set_message(group.name.clone());
             let mut log = WindowLog::new(out.windows, &group.name, "")?;
-            let (scored, r) = evaluate(&embedder, group, decision, &bar, &mut log)?;
+            let (scored, r) = evaluate(&embedder, group, scoring, &bar, &mut log)?;
             log.save()?;
             if let (Some(dir), false) = (out.scores, scored.is_empty()) {
                 let file = submission_name(&name, &group.machine);
@@ -507,4 +530,17 @@ pub fn run(
         super::plot::eval_svg(&results, svg)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_clip_score_is_its_windows_mean_or_highest() {
+        assert_eq!(Pooling::Mean.pool(&[1.0, 2.0, 6.0]), 3.0);
+        assert_eq!(Pooling::Max.pool(&[1.0, 6.0, 2.0]), 6.0);
+        // One window (a knock): both are its score.
+        assert_eq!(Pooling::Mean.pool(&[0.25]), Pooling::Max.pool(&[0.25]));
+    }
 }

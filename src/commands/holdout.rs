@@ -6,9 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::bail;
 
-use super::eval::{
-    Decision, MAX_FPR, Outputs, WindowLog, audio_windows, bank_of, clip_score, decide,
-};
+use super::eval::{MAX_FPR, Outputs, Scoring, WindowLog, audio_windows, bank_of, judge};
 use super::machines::{Group, groups};
 use super::progress::{self, Bar, Unit};
 use crate::metrics::{auc, pauc};
@@ -107,7 +105,11 @@ pub(super) fn holdout(
     embedder: &Embedder,
     group: &Group,
     Holdout { split, seed }: Holdout,
-    Decision { scale, items }: Decision,
+    Scoring {
+        scale,
+        items,
+        pooling,
+    }: Scoring,
     bar: &Bar,
     log: &mut WindowLog,
 ) -> anyhow::Result<Vec<TwinResult>> {
@@ -188,14 +190,16 @@ pub(super) fn holdout(
         for (k, piece) in chosen {
             let windows = audio_windows(embedder, &piece, rate, file)?;
             log.add("held-out", "normal", file, k, &windows)?;
-            normal.push(clip_score(&bank, &windows.rows));
-            normal_events += usize::from(decide(&bank, scale, tap, &windows.rows));
+            let (score, event) = judge(&bank, pooling, scale, tap, &windows.rows);
+            normal.push(score);
+            normal_events += usize::from(event);
             for ((twin, scores), events) in twins.iter().zip(&mut anomalies).zip(&mut twin_events) {
                 let faulty = twin.apply(&piece, rate, &mut rng);
                 let windows = audio_windows(embedder, &faulty, rate, file)?;
                 log.add("held-out", twin.name(), file, k, &windows)?;
-                scores.push(clip_score(&bank, &windows.rows));
-                *events += usize::from(decide(&bank, scale, tap, &windows.rows));
+                let (score, event) = judge(&bank, pooling, scale, tap, &windows.rows);
+                scores.push(score);
+                *events += usize::from(event);
             }
         }
         bar.inc(1);
@@ -218,13 +222,13 @@ pub(super) fn holdout(
 }
 
 /// `eval --holdout`: one line per set and twin, then the set's mean over its twins;
-/// banks are calibrated and pieces and twins decided as `decision` says.
+/// banks are calibrated and pieces and twins decided as `scoring` says.
 pub(super) fn run(
     embedder: &Embedder,
     sets: &[(String, PathBuf)],
     clips: usize,
     h: Holdout,
-    decision: Decision,
+    scoring: Scoring,
     out: &Outputs,
 ) -> anyhow::Result<()> {
     let bar = progress::bar(clips as u64, "held-out twins", Unit::Items("clips"));
@@ -241,7 +245,7 @@ pub(super) fn run(
         bar.set_message(name.clone());
         let suffix = format!("_holdout-{}", h.split.name());
         let mut log = WindowLog::new(out.windows, name, &suffix)?;
-        let results = holdout(embedder, group, h, decision, &bar, &mut log)?;
+        let results = holdout(embedder, group, h, scoring, &bar, &mut log)?;
         log.save()?;
         for r in &results {
             let line = if out.json {

@@ -237,6 +237,11 @@ pub enum Command {
         /// `threshold_scale` does (>1: fewer alarms).
         #[arg(long, default_value_t = 1.0)]
         threshold_scale: f64,
+        /// How a clip's score is made from its windows' (or knocks') scores: `mean`
+        /// (DCASE's usual) or `max` (a fault heard in part of a clip, or a piece
+        /// knocked several times in one clip).
+        #[arg(long, value_enum, value_name = "HOW", default_value = "mean")]
+        clip_score: eval::Pooling,
         /// Clips whose names are the same once REGEX is removed record one item, as
         /// `hark enroll --item` takes them: calibration leaves each item's other
         /// clips out, and --holdout enrols or holds out whole items.
@@ -499,6 +504,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             holdout_seed,
             scores,
             threshold_scale,
+            clip_score,
             item,
             windows,
         } => {
@@ -514,11 +520,12 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 split: holdout_split,
                 seed: holdout_seed,
             });
-            let decision = eval::Decision {
+            let scoring = eval::Scoring {
                 scale: threshold_scale,
                 items: items.as_ref(),
+                pooling: clip_score,
             };
-            eval::run(&dirs, &model, &out, holdout, decision)
+            eval::run(&dirs, &model, &out, holdout, scoring)
         }
         Command::InitModel { seed, out, front } => {
             let meta = front.meta(&format!("fixed-seed {seed} (untrained)"))?;

@@ -631,6 +631,58 @@ fn csv_rows(path: &std::path::Path) -> Vec<(String, String)> {
 }
 
 #[test]
+fn clip_score_max_takes_each_clip_at_its_worst_window_and_decides_the_same() {
+    let Some(data) = shared_data() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let eval = |how: &str| {
+        let scores = dir.path().join(how);
+        let flag: &[&str] = match how {
+            "default" => &[],
+            _ => &["--clip-score", how],
+        };
+        let out = run_ok(
+            hark()
+                .arg("eval")
+                .arg(data.join("slider"))
+                .args(flag)
+                .arg("--json")
+                .arg("--scores")
+                .arg(&scores),
+        );
+        (
+            json_rows(&out.stdout).remove(0),
+            csv_rows(&scores.join("anomaly_score_slider_id_00.csv")),
+            csv_rows(&scores.join("decision_result_slider_id_00.csv")),
+        )
+    };
+    let (mean, mean_scores, mean_decisions) = eval("mean");
+    let (max, max_scores, max_decisions) = eval("max");
+    // The same clips, each scored at its highest window: never under its mean, and
+    // over it where its windows differ (slider's 10 s clips have 37 windows each).
+    let value = |v: &str| v.parse::<f64>().unwrap();
+    assert_eq!(mean_scores.len(), 17);
+    for (m, x) in mean_scores.iter().zip(&max_scores) {
+        assert_eq!(m.0, x.0);
+        assert!(value(&x.1) > value(&m.1), "{m:?} {x:?}");
+    }
+    // The clip score ranks; the daemon's rule decides, whatever the clip score.
+    assert_eq!(mean_decisions, max_decisions);
+    assert_eq!(
+        (mean["false_alarms"].clone(), mean["detected"].clone()),
+        (max["false_alarms"].clone(), max["detected"].clone())
+    );
+    // Without the flag the clip score is the mean.
+    assert_eq!(eval("default").1, mean_scores);
+    let err = run_fails(
+        hark()
+            .arg("eval")
+            .arg(data.join("slider"))
+            .args(["--clip-score", "median"]),
+    );
+    assert!(err.contains("median"), "{err}");
+}
+
+#[test]
 fn eval_decides_each_clip_as_the_daemon_would_at_the_banks_threshold() {
     let Some(data) = shared_data() else { return };
     let dir = tempfile::tempdir().unwrap();
