@@ -112,9 +112,39 @@ pub fn hmean(values: &[f64]) -> Option<f64> {
     Some(values.len() as f64 / values.iter().map(|v| 1.0 / v).sum::<f64>())
 }
 
+/// Precision, recall and F1 of binary decisions, as DCASE 2023–2024's evaluator takes
+/// them from a section's decision file (scikit-learn's `precision_recall_fscore_support`,
+/// `average="binary"`): `detected` of `n_anomaly` faults flagged, and `false_alarms`
+/// normal clips. A ratio with nothing to divide by is 0, as there.
+pub fn precision_recall_f1(detected: usize, false_alarms: usize, n_anomaly: usize) -> [f64; 3] {
+    let ratio = |a: usize, b: usize| if b == 0 { 0.0 } else { a as f64 / b as f64 };
+    let precision = ratio(detected, detected + false_alarms);
+    let recall = ratio(detected, n_anomaly);
+    let f1 = if precision + recall > 0.0 {
+        2.0 * precision * recall / (precision + recall)
+    } else {
+        0.0
+    };
+    [precision, recall, f1]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn precision_recall_and_f1_as_dcase_takes_them() {
+        // 13 of 280 faults flagged, no false alarm.
+        let [p, r, f] = precision_recall_f1(13, 0, 280);
+        assert_eq!(p, 1.0);
+        assert!(close(r, 13.0 / 280.0));
+        assert!(close(f, 2.0 * 13.0 / 293.0));
+        // 4 flagged, 2 of them faults, of 8 faults: P 0.5, R 0.25, F1 1/3.
+        let [p, r, f] = precision_recall_f1(2, 2, 8);
+        assert!(close(p, 0.5) && close(r, 0.25) && close(f, 1.0 / 3.0));
+        // Nothing flagged: precision has nothing to divide by, and all three are 0.
+        assert_eq!(precision_recall_f1(0, 0, 10), [0.0, 0.0, 0.0]);
+    }
 
     fn close(a: f64, b: f64) -> bool {
         (a - b).abs() < 1e-12

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use super::eval::{ClipScore, SetResult};
 use super::machines::DOMAINS;
-use crate::metrics::hmean;
+use crate::metrics::{hmean, precision_recall_f1};
 
 /// What DCASE calls a machine's result files, after `anomaly_score_` and
 /// `decision_result_`: `TYPE_id_02` (2020) or `TYPE_section_00_test` (2021+), TYPE
@@ -60,6 +60,15 @@ pub(super) struct Numbers {
     n_normal: usize,
     n_anomaly: usize,
     events: [usize; 2],
+    /// Precision, recall and F1 of the decisions (DCASE 2023–2024's evaluator); a
+    /// set's mean line: their mean over its machines, as that evaluator averages
+    /// sections.
+    decisions: [f64; 3],
+}
+
+/// Precision, recall and F1 of one group's decisions.
+fn decision_metrics(r: &SetResult) -> [f64; 3] {
+    precision_recall_f1(r.events[1], r.events[0], r.anomaly.len())
 }
 
 /// The three values of a machine that DCASE 2021–2024's official score takes the
@@ -82,6 +91,7 @@ impl Numbers {
             n_normal: r.normal.len(),
             n_anomaly: r.anomaly.len(),
             events: r.events,
+            decisions: decision_metrics(r),
         }
     }
 
@@ -107,6 +117,8 @@ impl Numbers {
             n_normal: rs.iter().map(|r| r.normal.len()).sum(),
             n_anomaly: rs.iter().map(|r| r.anomaly.len()).sum(),
             events: [0, 1].map(|i| rs.iter().map(|r| r.events[i]).sum()),
+            decisions: [0, 1, 2]
+                .map(|i| rs.iter().map(|r| decision_metrics(r)[i]).sum::<f64>() / n),
         }
     }
 }
@@ -119,6 +131,7 @@ pub(super) fn result_line(json: bool, name: &str, n: &Numbers, machines: Option<
             "set": name, "auc": n.auc, "pauc": n.pauc, "level_auc": n.level_auc,
             "n_normal": n.n_normal, "n_anomaly": n.n_anomaly,
             "false_alarms": n.events[0], "detected": n.events[1],
+            "precision": n.decisions[0], "recall": n.decisions[1], "f1": n.decisions[2],
         });
         if let Some(m) = machines {
             v["machines"] = m.into();
@@ -139,7 +152,7 @@ pub(super) fn result_line(json: bool, name: &str, n: &Numbers, machines: Option<
         };
         let mut line = format!(
             "{:<24} AUC {:6.2}  pAUC {:6.2}  level AUC {:6.2}  ({} normal / {} anomaly)  \
-             events in {}/{} normal, {}/{} anomaly",
+             events in {}/{} normal, {}/{} anomaly (F1 {:.2})",
             name,
             100.0 * n.auc,
             100.0 * n.pauc,
@@ -150,6 +163,7 @@ pub(super) fn result_line(json: bool, name: &str, n: &Numbers, machines: Option<
             n.n_normal,
             n.events[1],
             n.n_anomaly,
+            n.decisions[2],
         );
         for (d, a) in DOMAINS.iter().zip(n.domain_auc) {
             if let Some(a) = a {

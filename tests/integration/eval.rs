@@ -747,6 +747,22 @@ fn eval_decides_each_clip_as_the_daemon_would_at_the_banks_threshold() {
         (low["false_alarms"].as_u64(), low["detected"].as_u64()),
         (Some(15), Some(2))
     );
+    // Precision, recall and F1 of the decisions, as DCASE's evaluator reads the
+    // decision file: at the threshold all three are 1; with every clip flagged,
+    // precision is 2 of 17, recall 1, F1 2PR / (P + R) = 4/19.
+    for key in ["precision", "recall", "f1"] {
+        assert_eq!(r[key].as_f64(), Some(1.0), "{r}");
+    }
+    let close = |v: &serde_json::Value, x: f64| (v.as_f64().unwrap() - x).abs() < 1e-12;
+    assert!(close(&low["precision"], 2.0 / 17.0), "{low}");
+    assert!(close(&low["recall"], 1.0), "{low}");
+    assert!(close(&low["f1"], 4.0 / 19.0), "{low}");
+    // Nothing flagged: nothing to divide precision by, and DCASE's evaluator counts
+    // all three as 0.
+    assert!(
+        close(&high["f1"], 0.0) && close(&high["precision"], 0.0),
+        "{high}"
+    );
 
     // Two sets that DCASE would name alike (folder name and machine) cannot share a
     // --scores folder: an error, not one overwriting the other.
