@@ -142,10 +142,10 @@ fn report_unlike_the_rest(
     }
     let odd = unlike_the_rest(bank, embeddings, clips);
     outln!(
-        "held-out check: {} of {} clips would raise an event against a bank of the other {}",
+        "held-out check: {} of {} clips would raise an event against a bank of the {}",
         odd.len(),
         clips.len(),
-        if by_item { "items" } else { "clips" }
+        if by_item { "other items" } else { "others" }
     )?;
     if !odd.is_empty() {
         const SHOWN: usize = 5;
