@@ -139,7 +139,12 @@ fn a_bank_rebuilt_from_its_notes_keeps_its_threshold() {
             .unwrap()
             .calibration
     };
-    let recovered = Origin::from_notes(&notes, f64::from(hop_s));
+    let recovered = Origin::from_notes(
+        &notes,
+        Spacing::Windows {
+            hop_s: f64::from(hop_s),
+        },
+    );
     assert_eq!(recovered, origins);
     assert_eq!(rebuild(&recovered), first.calibration);
     // What a rebuild did before: every row its own segment. Near copies then count
@@ -157,10 +162,44 @@ fn a_bank_rebuilt_from_its_notes_keeps_its_threshold() {
         first.calibration.threshold
     );
     // Rows without a note stand alone, each a segment of its own.
-    let mixed = Origin::from_notes(&[None, notes[0].clone(), None, notes[1].clone()], 0.25);
+    let mixed = Origin::from_notes(&[None, notes[0].clone(), None, notes[1].clone()], QUARTER);
     let segments: Vec<u32> = mixed.iter().map(|o| o.segment).collect();
     assert_eq!(segments, [0, 1, 2, 1]);
     assert_eq!((mixed[1].index, mixed[3].index), (0, 1));
+}
+
+/// Windows 0.25 s apart, as [`wander`] makes them.
+const QUARTER: Spacing = Spacing::Windows { hop_s: 0.25 };
+
+#[test]
+fn knocks_are_placed_in_time_order_within_their_clip() {
+    // Rows as a station's bank holds them: knocks of two live runs, not in time
+    // order (a capped bank keeps its rows in k-center order), one without a note.
+    let knock = |clip: &str, t: f32| {
+        Some(RowNote {
+            profile: vec![],
+            clip: clip.into(),
+            t,
+        })
+    };
+    let notes = [
+        knock("live:a", 7.5),
+        knock("live:b", 0.4),
+        None,
+        knock("live:a", 1.2),
+        knock("live:a", 30.0),
+        knock("live:b", 2.0),
+    ];
+    let origins = Origin::from_notes(&notes, Spacing::Knocks);
+    let placed: Vec<(u32, u32)> = origins.iter().map(|o| (o.segment, o.index)).collect();
+    // Clip a is segment 0, b 1, the row without a note 2: each knock's index is its
+    // place among its clip's knocks, however far apart in time they are, so a guard
+    // of k leaves k knocks before and after out (a piece knocked several times).
+    assert_eq!(placed, [(0, 1), (1, 0), (2, 0), (0, 0), (0, 2), (1, 1)]);
+    // As windows, the same rows are indexed by time (0.25 s hops): knocks seconds
+    // apart are far apart.
+    let as_windows = Origin::from_notes(&notes, QUARTER);
+    assert_eq!((as_windows[0].index, as_windows[3].index), (30, 5));
 }
 
 /// `n` windows of clip `clip`, 0.25 s apart, wandering on the unit sphere (each a
@@ -194,7 +233,7 @@ fn extending_a_capped_bank_lands_near_enrolling_every_window() {
     notes.extend(n1);
     let (new_rows, new_notes) = wander(2, 60);
     let build = |rows: &[Vec<f32>], notes: &[Option<RowNote>], cap: usize| {
-        let origins = Origin::from_notes(notes, 0.25);
+        let origins = Origin::from_notes(notes, QUARTER);
         NormalBank::build(rows, &origins, notes, guard, cap, target, "h").unwrap()
     };
     let every: Vec<Vec<f32>> = rows.iter().chain(&new_rows).cloned().collect();
@@ -206,7 +245,7 @@ fn extending_a_capped_bank_lands_near_enrolling_every_window() {
             .extend(
                 new_rows.clone(),
                 new_notes.clone(),
-                0.25,
+                QUARTER,
                 guard,
                 cap,
                 target,
@@ -232,7 +271,7 @@ fn extending_a_capped_bank_lands_near_enrolling_every_window() {
 #[test]
 fn a_large_bank_calibrates_on_a_spread_of_its_windows() {
     let (rows, notes) = wander(0, 6000);
-    let origins = Origin::from_notes(&notes, 0.25);
+    let origins = Origin::from_notes(&notes, QUARTER);
     let bank =
         NormalBank::build(&rows, &origins, &notes, 2, 100, Target::continuous(), "h").unwrap();
     // Every window's score, by brute force, against the 4,096 the bank used.

@@ -223,7 +223,7 @@ fn save(
     out: &Path,
     max_bank: usize,
 ) -> anyhow::Result<NormalBank> {
-    let guard = embedder.meta().front.overlapping_windows();
+    let guard = embedder.meta().calibration_guard();
     let bank = NormalBank::build(
         embeddings,
         origins,

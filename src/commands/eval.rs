@@ -305,7 +305,7 @@ pub(super) fn bank_of(
         &embeddings,
         &origins,
         &[],
-        embedder.meta().front.overlapping_windows(),
+        embedder.meta().calibration_guard(),
         MAX_BANK,
         crate::bank::Target::for_model(embedder.meta()),
         embedder.hash(),

@@ -234,16 +234,11 @@ impl Inference {
                     } => {
                         embeddings.push(emb);
                         notes.push(Some(note_of(w)));
-                        // Knocks are independent sounds: each is its own segment.
-                        origins.push(match self.tap {
-                            true => Origin {
-                                segment: w.index as u32,
-                                index: 0,
-                            },
-                            false => Origin {
-                                segment: 0,
-                                index: w.index as u32,
-                            },
+                        // One stretch of sound: a window's (or knock's) neighbours
+                        // are those next to it in the stream.
+                        origins.push(Origin {
+                            segment: 0,
+                            index: w.index as u32,
                         });
                         if w.t_end_s >= self.learn_seconds {
                             if let Some(det) = self.finish_learning(embeddings, origins, notes) {
@@ -397,12 +392,6 @@ impl Inference {
         }
     }
 
-    /// How many neighbouring windows overlap one window (none for knocks).
-    fn overlap_guard(&self) -> u32 {
-        let p = self.embedder.meta().front;
-        if self.tap { 0 } else { p.overlapping_windows() }
-    }
-
     /// Runs `build` (the first bank: seconds for a long enrolment, more on a Pi) on a
     /// helper thread while this one keeps its watchdog beat: the stage is busy, not
     /// hung, and systemd must not restart it and lose what it learned. Windows that
@@ -432,7 +421,7 @@ impl Inference {
         origins: &mut Vec<Origin>,
         notes: &mut Vec<Option<RowNote>>,
     ) -> Option<Detector> {
-        let guard = self.overlap_guard();
+        let guard = self.embedder.meta().calibration_guard();
         let target = crate::bank::Target::for_model(self.embedder.meta());
         let hash = self.embedder.hash();
         let build = || NormalBank::build(embeddings, origins, notes, guard, MAX_BANK, target, hash);

@@ -53,6 +53,18 @@ impl ModelMeta {
             }
     }
 
+    /// How many neighbouring windows (or knocks) on either side of one are left out of
+    /// its leave-one-out calibration score ([`crate::bank::Origin`]): for a running
+    /// machine the windows that overlap it in time; for a tap model
+    /// [`crate::bank::KNOCK_GUARD`] knocks, since a station knocks a piece several
+    /// times in a row.
+    pub fn calibration_guard(&self) -> u32 {
+        match self.mode.as_str() {
+            "tap" => crate::bank::KNOCK_GUARD,
+            _ => self.front.overlapping_windows(),
+        }
+    }
+
     /// Appends a window's network input: `(dB − offset) / scale`.
     pub fn normalise_into(&self, window_db: &[f32], out: &mut Vec<f32>) {
         let (off, inv) = (self.input_offset_db, 1.0 / self.input_scale_db);
