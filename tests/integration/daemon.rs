@@ -18,11 +18,7 @@ struct Stream {
 }
 
 fn build_stream(data: &Path, dir: &Path) -> Stream {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(data.join("fan/train"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    files.sort();
+    let mut files = crate::util::sorted_files(&data.join("fan/train"));
     let n_train = files.len();
     files.push(data.join("fan/test/normal_id_00_20210210T012029.wav"));
     files.push(data.join("fan/test/anomaly_id_00_bladefault_20200318T205628.wav"));

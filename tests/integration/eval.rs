@@ -11,11 +11,7 @@ use crate::util::{hark, json_rows, run_fails, run_ok, shared_data, shipped_model
 fn link_set(from: &Path, to: &Path, rename: impl Fn(&str, usize, &str) -> Option<String>) {
     for part in ["train", "test"] {
         std::fs::create_dir_all(to.join(part)).unwrap();
-        let mut files: Vec<_> = std::fs::read_dir(from.join(part))
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .collect();
-        files.sort();
+        let files = crate::util::sorted_files(&from.join(part));
         for (i, path) in files.iter().enumerate() {
             let name = path.file_name().unwrap().to_string_lossy();
             if let Some(new) = rename(part, i, &name) {

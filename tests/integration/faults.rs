@@ -12,11 +12,7 @@ use crate::util::{
 
 /// A fan stream: the enrolment clips, then a normal clip.
 fn fan_stream(data: &Path, out: &Path) -> (f64, f64) {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(data.join("fan/train"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    files.sort();
+    let mut files = crate::util::sorted_files(&data.join("fan/train"));
     let n_train = files.len();
     files.push(data.join("fan/test/normal_id_00_20210210T012029.wav"));
     let (starts, total) = concat_wav(&files, out);
@@ -553,11 +549,7 @@ impl Drop for Mount {
 /// Learns into a state directory that cannot be written, then meets an anomaly:
 /// detection and publishing go on, and `health` says storage is not ok.
 fn detects_with_unwritable_state_dir(state: &Path, data: &Path, port: u16, work: &Path) {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(data.join("fan/train"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    files.sort();
+    let mut files = crate::util::sorted_files(&data.join("fan/train"));
     let n_train = files.len();
     files.push(data.join("fan/test/anomaly_id_00_bladefault_20200318T205628.wav"));
     let wav = work.join("stream.wav");

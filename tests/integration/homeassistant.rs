@@ -3,7 +3,6 @@
 //! announces itself.
 
 use std::collections::HashSet;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::util::{Collector, SERIAL, concat_wav, mosquitto, shared_data, shipped_model};
@@ -17,11 +16,7 @@ fn discovery_configs_reference_topics_hark_publishes() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
     // A continuous source that learns from three clips and then hears a blade fault...
-    let mut files: Vec<PathBuf> = std::fs::read_dir(data.join("fan/train"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    files.sort();
+    let mut files = crate::util::sorted_files(&data.join("fan/train"));
     files.truncate(3);
     files.push(data.join("fan/test/anomaly_id_00_bladefault_20200318T205628.wav"));
     let fan = dir.path().join("fan.wav");

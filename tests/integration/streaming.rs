@@ -61,11 +61,7 @@ fn random_chunks_equal_whole_file_through_the_resampler() {
     // resampler's fixed input chunks as well as framing.
     let (rate, x) = match shared_data() {
         Some(d) => {
-            let mut files: Vec<_> = std::fs::read_dir(d.join("stones/train"))
-                .unwrap()
-                .map(|e| e.unwrap().path())
-                .collect();
-            files.sort();
+            let files = crate::util::sorted_files(&d.join("stones/train"));
             let mut x = Vec::new();
             let mut rate = 0;
             for f in files.iter().take(5) {

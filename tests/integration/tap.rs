@@ -24,11 +24,7 @@ pub fn knock_stream(data: &Path, out: &Path, knocks: usize) -> Vec<(f64, bool)> 
         .iter()
         .flat_map(|v| [v * 0.003; 3])
         .collect();
-    let mut files: Vec<_> = std::fs::read_dir(data.join("bottles/test"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    files.sort();
+    let files = crate::util::sorted_files(&data.join("bottles/test"));
     let (good, bad): (Vec<_>, Vec<_>) = files.into_iter().partition(|p| {
         p.file_name()
             .unwrap()
@@ -382,11 +378,7 @@ fn a_station_learning_live_leaves_a_pieces_next_knocks_out_as_enrolment_does() {
     // A station learning its first bank: the stones of stones/train knocked in turn,
     // each 3-9 times in a row (their 1 s recordings in name order), then one hit of
     // another stone, which ends the learning.
-    let mut files: Vec<PathBuf> = std::fs::read_dir(data.join("stones/train"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    files.sort();
+    let files = crate::util::sorted_files(&data.join("stones/train"));
     let mut x = Vec::new();
     let mut rate = 0;
     for file in &files {

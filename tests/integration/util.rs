@@ -413,3 +413,13 @@ pub fn shipped_window_s() -> f64 {
     let f = model.meta().front;
     ((f.frames - 1) * f.hop + f.n_fft) as f64 / f64::from(f.sample_rate_hz)
 }
+
+/// The files of a folder, sorted by name.
+pub fn sorted_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    files
+}
