@@ -49,7 +49,7 @@ pub fn from_dirs(
         );
     }
     let files: Vec<PathBuf> = files.into_iter().flatten().collect();
-    let (item_of, n_items) = items::numbering(items, &files);
+    let (item_of, n_items) = items::numbering(items, &files)?;
     if items.is_some() {
         outln!("{} clips of {n_items} items (--item)", files.len())?;
     }

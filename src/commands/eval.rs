@@ -272,7 +272,10 @@ pub(super) fn enrol(
         bar.inc(1);
         segments.push(e.rows);
     }
-    let whole = items.map(|_| items::numbering(items, files).0);
+    let whole = match items {
+        Some(_) => Some(items::numbering(items, files)?.0),
+        None => None,
+    };
     Ok((bank_of(embedder, segments, whole.as_deref())?, levels))
 }
 

@@ -120,7 +120,7 @@ pub(super) fn holdout(
         counts.push(piece_count(wav.frames(), wav.sample_rate_hz));
     }
     let total: usize = counts.iter().sum();
-    let (item_of, n_items) = super::items::numbering(items, files);
+    let (item_of, n_items) = super::items::numbering(items, files)?;
     // Per file, whether each of its pieces is enrolled. `split` sees all pieces in
     // order (by file name, then time), or with --item all items in order of first
     // appearance, each item's pieces going together.
@@ -138,9 +138,6 @@ pub(super) fn holdout(
         place += n;
     }
     let held_out = enrolled.iter().flatten().filter(|e| !**e).count();
-    if held_out == 0 && items.is_some() {
-        bail!("{name}: --holdout needs at least 2 items (--item), found {n_items}");
-    }
     if held_out == 0 {
         bail!(
             "{name}: --holdout needs at least 2 train clips (or one of {} s or more), found {} clip(s), {total} piece(s)",

@@ -35,10 +35,12 @@ impl Items {
 }
 
 /// Per clip, the number of its item (numbered in order of first appearance), and how
-/// many items there are. Without `items` every clip is an item of its own.
-pub fn numbering(items: Option<&Items>, files: &[PathBuf]) -> (Vec<u32>, usize) {
+/// many items there are. Without `items` every clip is an item of its own. With them,
+/// fewer than 2 items is an error: calibration leaves each item out, and a lone item
+/// has nothing left to be scored against.
+pub fn numbering(items: Option<&Items>, files: &[PathBuf]) -> anyhow::Result<(Vec<u32>, usize)> {
     let Some(items) = items else {
-        return ((0..files.len() as u32).collect(), files.len());
+        return Ok(((0..files.len() as u32).collect(), files.len()));
     };
     let mut seen: HashMap<String, u32> = HashMap::new();
     let numbers = files
@@ -48,7 +50,15 @@ pub fn numbering(items: Option<&Items>, files: &[PathBuf]) -> (Vec<u32>, usize) 
             *seen.entry(items.of(f)).or_insert(next)
         })
         .collect();
-    (numbers, seen.len())
+    if seen.len() < 2 {
+        anyhow::bail!(
+            "--item {:?}: the {} clips are {} item; leaving each item out to calibrate needs at least 2",
+            items.0.as_str(),
+            files.len(),
+            seen.len()
+        );
+    }
+    Ok((numbers, seen.len()))
 }
 
 /// `items` from an optional `--item` value.
@@ -76,9 +86,19 @@ mod tests {
         assert_eq!(items.of(&files[0]), "normal_id_00_S01");
         // Not matched: the whole name is the item.
         assert_eq!(items.of(&files[4]), "other.wav");
-        assert_eq!(numbering(Some(&items), &files), (vec![0, 0, 1, 0, 2], 3));
+        assert_eq!(
+            numbering(Some(&items), &files).unwrap(),
+            (vec![0, 0, 1, 0, 2], 3)
+        );
         // Without --item every clip is its own item.
-        assert_eq!(numbering(None, &files), (vec![0, 1, 2, 3, 4], 5));
+        assert_eq!(numbering(None, &files).unwrap(), (vec![0, 1, 2, 3, 4], 5));
+        // One item leaves nothing to calibrate against: an error that names the regex.
+        let all = Items::parse(".*").unwrap();
+        let err = numbering(Some(&all), &files).unwrap_err().to_string();
+        assert!(
+            err.starts_with("--item \".*\": the 5 clips are 1 item"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -271,6 +271,16 @@ fn item_calibrates_a_knock_bank_on_pieces_it_never_heard() {
         err.contains("--item \"S(\": not a regular expression"),
         "{err}"
     );
+    // One item leaves nothing to calibrate against (it would give a threshold of 0).
+    let err = run_fails(
+        hark()
+            .arg("enroll")
+            .arg(data.join("stones/train"))
+            .args(["--item", ".*", "--out"])
+            .arg(dir.path().join("none.bank.safetensors")),
+    );
+    assert!(err.contains("the 36 clips are 1 item"), "{err}");
+    assert!(!dir.path().join("none.bank.safetensors").exists());
 }
 
 #[test]
