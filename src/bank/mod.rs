@@ -9,7 +9,9 @@
 //! calibration never needs an anomaly.
 
 mod file;
+mod origin;
 mod select;
+pub use origin::{KNOCK_GUARD, Origin, Spacing};
 pub use select::{MAX_CALIBRATION_SCORES, calibrate};
 use select::{k_center, leave_one_out_scores};
 
@@ -54,19 +56,6 @@ pub const THRESHOLD_MARGIN: f32 = 2.0;
 /// (1 of 250 over it). A missed crack costs more than a second knock, and a false
 /// alarm is one `false_alarm` command away from joining the bank.
 pub const TAP_THRESHOLD_MARGIN: f32 = 1.0;
-
-/// Knocks of one recording this close in order (this many before and after) are left
-/// out of each other's calibration score. A station knocks a piece several times in a
-/// row, and a knock's nearest neighbour is then almost always a knock of the same
-/// piece: calibrated against it, the threshold says how alike one piece's knocks are,
-/// not how a new good piece will score. Measured on ../shared/data/stones (36 hits of
-/// 6 stones, 3-9 hits each, in order; tap model): knock by knock the threshold is
-/// 0.0068 and 24 of 26 good hits of new stones are over it; with any guard from 1 to
-/// 8 it is 0.0313, as leaving each whole stone out gives (`--item`), and 2 of 26 are
-/// over it. On bottles (one strike per bottle) it changes nothing (0.02145 either way).
-/// 4 is what file enrolment always used (the tap model's window overlap), so up to 5
-/// knocks of a piece in a row are left out together.
-pub const KNOCK_GUARD: u32 = 4;
 
 /// Target false-alarm rate per window for threshold calibration (before the margin).
 pub const TARGET_FAR: f32 = 0.01;
@@ -250,84 +239,6 @@ pub struct BankError {
     pub file: PathBuf,
     /// What is wrong.
     pub why: String,
-}
-
-/// Where an enrolment window came from: windows of the same segment closer than
-/// `guard` positions overlap in time and are left out of each other's calibration score.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Origin {
-    /// Clip or recording segment.
-    pub segment: u32,
-    /// Window index inside the segment.
-    pub index: u32,
-}
-
-impl Origin {
-    /// The origins of bank rows, recovered from their notes when a bank is rebuilt with
-    /// more rows (`learn_stop`, `enroll_stop`): rows of one clip are one segment,
-    /// indexed as `spacing` says, so that neighbours stay out of each other's
-    /// calibration score as they did at enrolment. A row without a note (banks from
-    /// before notes) is a segment of its own.
-    ///
-    /// Without this a rebuild let every window count its overlapping neighbour as an
-    /// independent normal: the leave-one-out scores shrank and the threshold with them
-    /// (fan's bank: 2.66 → 2.27 from a rebuild that added nothing).
-    pub fn from_notes(notes: &[Option<RowNote>], spacing: Spacing) -> Vec<Origin> {
-        let mut count = 0u32;
-        let mut fresh = move || {
-            count += 1;
-            count - 1
-        };
-        let mut clips = std::collections::HashMap::new();
-        let mut origins: Vec<Origin> = notes
-            .iter()
-            .map(|note| match note {
-                Some(n) => Origin {
-                    segment: *clips.entry(n.clip.as_str()).or_insert_with(&mut fresh),
-                    index: match spacing {
-                        Spacing::Windows { hop_s } => {
-                            (f64::from(n.t) / hop_s).round().max(0.0) as u32
-                        }
-                        Spacing::Knocks => 0,
-                    },
-                },
-                None => Origin {
-                    segment: fresh(),
-                    index: 0,
-                },
-            })
-            .collect();
-        if spacing == Spacing::Knocks {
-            // Each knock's place among its clip's knocks, in time order.
-            let mut noted: Vec<(u32, f32, usize)> = notes
-                .iter()
-                .enumerate()
-                .filter_map(|(i, n)| n.as_ref().map(|n| (origins[i].segment, n.t, i)))
-                .collect();
-            noted.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)));
-            let mut place = (u32::MAX, 0);
-            for (segment, _, i) in noted {
-                place = match place.0 == segment {
-                    true => (segment, place.1 + 1),
-                    false => (segment, 0),
-                };
-                origins[i].index = place.1;
-            }
-        }
-        origins
-    }
-}
-
-/// How the rows of one clip follow each other, for [`Origin::from_notes`].
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Spacing {
-    /// Windows every `hop_s` seconds: a row's index is its start time over `hop_s`.
-    Windows {
-        /// Seconds between consecutive windows.
-        hop_s: f64,
-    },
-    /// Knocks, at whatever times: a row's index is its place among its clip's knocks.
-    Knocks,
 }
 
 impl NormalBank {

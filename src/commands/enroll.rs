@@ -73,11 +73,7 @@ pub fn from_dirs(
         });
         for (w, e) in clip.windows.iter().zip(clip.embeddings) {
             embeddings.push(e);
-            // With --item every window of an item is in the others' way (index 0).
-            origins.push(Origin {
-                segment: item,
-                index: if items.is_some() { 0 } else { w.index as u32 },
-            });
+            origins.push(Origin::of(item, w.index as u32, items.is_some()));
             notes.push(note(w, front.n_mels, &name));
         }
     }

@@ -291,17 +291,8 @@ pub(super) fn bank_of(
     for (segment, e) in segments.into_iter().enumerate() {
         for (index, v) in e.into_iter().enumerate() {
             embeddings.push(v);
-            // An item's windows all share index 0, so each is in the others' way.
-            origins.push(match items {
-                Some(items) => Origin {
-                    segment: items[segment],
-                    index: 0,
-                },
-                None => Origin {
-                    segment: segment as u32,
-                    index: index as u32,
-                },
-            });
+            let segment = items.map_or(segment as u32, |items| items[segment]);
+            origins.push(Origin::of(segment, index as u32, items.is_some()));
         }
     }
     NormalBank::build(
@@ -315,20 +306,19 @@ pub(super) fn bank_of(
     )
 }
 
-/// A clip's score (its windows' scores pooled by `pooling`), and the daemon's decision
-/// on it at `bank`'s calibrated threshold times `scale`: any of a tap model's knocks
-/// over it, or an event by the continuous rule's defaults.
+/// A clip's score (its windows' scores pooled as `scoring` says), and the daemon's
+/// decision on it at `bank`'s calibrated threshold times `scoring.scale`: any of a tap
+/// model's knocks over it, or an event by the continuous rule's defaults.
 pub(super) fn judge(
     bank: &NormalBank,
-    pooling: Pooling,
-    scale: f64,
+    scoring: Scoring,
     tap: bool,
     embeddings: &[Vec<f32>],
 ) -> (f64, bool) {
     let scores: Vec<f32> = embeddings.iter().map(|v| bank.nearest(v).0).collect();
-    let threshold = bank.calibration.threshold * scale as f32;
+    let threshold = bank.calibration.threshold * scoring.scale as f32;
     let event = clip_alarms(threshold, tap, scores.iter().copied());
-    (pooling.pool(&scores), event)
+    (scoring.pooling.pool(&scores), event)
 }
 
 fn log_level(rms: f64) -> f64 {
@@ -359,9 +349,7 @@ pub(super) fn evaluate(
     log: &mut WindowLog,
 ) -> anyhow::Result<(Vec<ClipScore>, Option<SetResult>)> {
     let (bank, train_levels) = enrol(embedder, &group.train, scoring.items, bar, log)?;
-    let scale = scoring.scale;
     let tap = embedder.meta().mode == "tap";
-    let pooling = scoring.pooling;
     let n = train_levels.len() as f64;
     let mu = train_levels.iter().sum::<f64>() / n;
     let sd = (train_levels.iter().map(|l| (l - mu).powi(2)).sum::<f64>() / n).sqrt() + 1e-9;
@@ -381,7 +369,7 @@ pub(super) fn evaluate(
             None => "unlabelled",
         };
         log.add("test", name, file, 0, &e)?;
-        let (score, event) = judge(&bank, pooling, scale, tap, &e.rows);
+        let (score, event) = judge(&bank, scoring, tap, &e.rows);
         let file_name = file.file_name().unwrap_or_default().to_string_lossy();
         clips.push(ClipScore {
             name: file_name.into_owned(),

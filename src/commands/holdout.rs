@@ -105,11 +105,7 @@ pub(super) fn holdout(
     embedder: &Embedder,
     group: &Group,
     Holdout { split, seed }: Holdout,
-    Scoring {
-        scale,
-        items,
-        pooling,
-    }: Scoring,
+    scoring: Scoring,
     bar: &Bar,
     log: &mut WindowLog,
 ) -> anyhow::Result<Vec<TwinResult>> {
@@ -120,6 +116,7 @@ pub(super) fn holdout(
         counts.push(piece_count(wav.frames(), wav.sample_rate_hz));
     }
     let total: usize = counts.iter().sum();
+    let items = scoring.items;
     let (item_of, n_items) = super::items::numbering(items, files)?;
     // Per file, whether each of its pieces is enrolled. `split` sees all pieces in
     // order (by file name, then time), or with --item all items in order of first
@@ -187,14 +184,14 @@ pub(super) fn holdout(
         for (k, piece) in chosen {
             let windows = audio_windows(embedder, &piece, rate, file)?;
             log.add("held-out", "normal", file, k, &windows)?;
-            let (score, event) = judge(&bank, pooling, scale, tap, &windows.rows);
+            let (score, event) = judge(&bank, scoring, tap, &windows.rows);
             normal.push(score);
             normal_events += usize::from(event);
             for ((twin, scores), events) in twins.iter().zip(&mut anomalies).zip(&mut twin_events) {
                 let faulty = twin.apply(&piece, rate, &mut rng);
                 let windows = audio_windows(embedder, &faulty, rate, file)?;
                 log.add("held-out", twin.name(), file, k, &windows)?;
-                let (score, event) = judge(&bank, pooling, scale, tap, &windows.rows);
+                let (score, event) = judge(&bank, scoring, tap, &windows.rows);
                 scores.push(score);
                 *events += usize::from(event);
             }

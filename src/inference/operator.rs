@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Receiver;
 
 use super::{Inference, MAX_BANK, Phase};
-use crate::bank::{NormalBank, RowNote, Spacing};
+use crate::bank::{NormalBank, RowNote};
 use crate::detector::Transition;
 use crate::station::StationCommand;
 
@@ -141,12 +141,7 @@ impl Inference {
                 }
                 let (rows, notes): (Vec<Vec<f32>>, Vec<Option<RowNote>>) =
                     collected.into_iter().map(|(e, n)| (e, Some(n))).unzip();
-                let spacing = match self.tap {
-                    true => Spacing::Knocks,
-                    false => Spacing::Windows {
-                        hop_s: self.embedder.meta().front.window_hop_seconds(),
-                    },
-                };
+                let spacing = self.embedder.meta().spacing();
                 let guard = self.embedder.meta().calibration_guard();
                 let target = crate::bank::Target::for_model(self.embedder.meta());
                 let bank = det.bank().clone();

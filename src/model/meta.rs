@@ -65,6 +65,17 @@ impl ModelMeta {
         }
     }
 
+    /// How the rows of one clip follow each other in a bank this model made: knocks
+    /// for a tap model, else windows every [`FrontEndParams::window_hop_seconds`].
+    pub fn spacing(&self) -> crate::bank::Spacing {
+        match self.mode.as_str() {
+            "tap" => crate::bank::Spacing::Knocks,
+            _ => crate::bank::Spacing::Windows {
+                hop_s: self.front.window_hop_seconds(),
+            },
+        }
+    }
+
     /// Appends a window's network input: `(dB − offset) / scale`.
     pub fn normalise_into(&self, window_db: &[f32], out: &mut Vec<f32>) {
         let (off, inv) = (self.input_offset_db, 1.0 / self.input_scale_db);
