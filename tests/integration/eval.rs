@@ -21,6 +21,44 @@ fn link_set(from: &Path, to: &Path, rename: impl Fn(&str, usize, &str) -> Option
     }
 }
 
+/// `file,value` lines of an `eval --scores` CSV.
+fn csv_rows(path: &Path) -> Vec<(String, String)> {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    text.lines()
+        .map(|l| {
+            let (file, v) = l.rsplit_once(',').expect("file,value");
+            (file.to_string(), v.to_string())
+        })
+        .collect()
+}
+
+/// What `hark eval SET --json --scores SCORES EXTRA…` printed and wrote: its JSON
+/// lines, then the clip scores and the decisions of the machine DCASE names `name`
+/// (`slider_id_00`).
+type Scored = (
+    Vec<serde_json::Value>,
+    Vec<(String, String)>,
+    Vec<(String, String)>,
+);
+
+/// Runs `hark eval SET --json --scores SCORES EXTRA…`, which must succeed: see [`Scored`].
+fn eval_scored(set: &Path, scores: &Path, name: &str, extra: &[&str]) -> Scored {
+    let out = run_ok(
+        hark()
+            .arg("eval")
+            .arg(set)
+            .args(extra)
+            .arg("--json")
+            .arg("--scores")
+            .arg(scores),
+    );
+    (
+        json_rows(&out.stdout),
+        csv_rows(&scores.join(format!("anomaly_score_{name}.csv"))),
+        csv_rows(&scores.join(format!("decision_result_{name}.csv"))),
+    )
+}
+
 #[test]
 fn eval_on_a_real_set_reports_dcase_metrics() {
     let Some(data) = shared_data() else { return };
@@ -574,24 +612,13 @@ fn eval_reports_each_domain_of_a_dcase_2021_set_as_dcase_does() {
         });
     }
     let scores = dir.path().join("scores");
-    let out = run_ok(
-        hark()
-            .arg("eval")
-            .arg(&set)
-            .arg("--json")
-            .arg("--scores")
-            .arg(&scores),
-    );
-    let rows = json_rows(&out.stdout);
+    let (rows, clips, _) = eval_scored(&set, &scores, "machine_section_00_test", &[]);
     assert_eq!(rows.len(), 1, "one section: {rows:?}");
     let r = &rows[0];
     // Recomputed from the clip scores: each domain's normal clips against every
     // anomalous clip of the section (DCASE 2021-2024's AUC per domain).
-    let csv =
-        std::fs::read_to_string(scores.join("anomaly_score_machine_section_00_test.csv")).unwrap();
     let (mut normal, mut anomaly) = ([vec![], vec![]], vec![]);
-    for line in csv.lines() {
-        let (file, score) = line.rsplit_once(',').unwrap();
+    for (file, score) in &clips {
         let score: f64 = score.parse().unwrap();
         let d = usize::from(file.contains("_target_"));
         if file.contains("_anomaly_") {
@@ -625,17 +652,6 @@ fn eval_reports_each_domain_of_a_dcase_2021_set_as_dcase_does() {
     );
 }
 
-/// `file,value` lines of an `eval --scores` CSV.
-fn csv_rows(path: &std::path::Path) -> Vec<(String, String)> {
-    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    text.lines()
-        .map(|l| {
-            let (file, v) = l.rsplit_once(',').expect("file,value");
-            (file.to_string(), v.to_string())
-        })
-        .collect()
-}
-
 #[test]
 fn clip_score_max_takes_each_clip_at_its_worst_window_and_decides_the_same() {
     let Some(data) = shared_data() else { return };
@@ -646,20 +662,9 @@ fn clip_score_max_takes_each_clip_at_its_worst_window_and_decides_the_same() {
             "default" => &[],
             _ => &["--clip-score", how],
         };
-        let out = run_ok(
-            hark()
-                .arg("eval")
-                .arg(data.join("slider"))
-                .args(flag)
-                .arg("--json")
-                .arg("--scores")
-                .arg(&scores),
-        );
-        (
-            json_rows(&out.stdout).remove(0),
-            csv_rows(&scores.join("anomaly_score_slider_id_00.csv")),
-            csv_rows(&scores.join("decision_result_slider_id_00.csv")),
-        )
+        let (mut rows, clips, decisions) =
+            eval_scored(&data.join("slider"), &scores, "slider_id_00", flag);
+        (rows.remove(0), clips, decisions)
     };
     let (mean, mean_scores, mean_decisions) = eval("mean");
     let (max, max_scores, max_decisions) = eval("max");
@@ -693,24 +698,13 @@ fn eval_decides_each_clip_as_the_daemon_would_at_the_banks_threshold() {
     let Some(data) = shared_data() else { return };
     let dir = tempfile::tempdir().unwrap();
     let eval = |scale: &str| {
-        let scores = dir.path().join(scale);
-        let out = run_ok(
-            hark()
-                .arg("eval")
-                .arg(data.join("slider"))
-                .arg("--json")
-                .arg("--scores")
-                .arg(&scores)
-                .arg("--threshold-scale")
-                .arg(scale),
+        let (rows, scores, decisions) = eval_scored(
+            &data.join("slider"),
+            &dir.path().join(scale),
+            "slider_id_00",
+            &["--threshold-scale", scale],
         );
-        let rows = json_rows(&out.stdout);
-        let decisions = csv_rows(&scores.join("decision_result_slider_id_00.csv"));
-        (
-            rows[0].clone(),
-            decisions,
-            csv_rows(&scores.join("anomaly_score_slider_id_00.csv")),
-        )
+        (rows[0].clone(), decisions, scores)
     };
     let (r, decisions, scores) = eval("1");
     // One decision per scored clip, 0 or 1, in the same order as the scores.
@@ -820,36 +814,14 @@ fn eval_scores_and_decides_unlabelled_test_clips_as_a_dcase_evaluation_set() {
         "{err}"
     );
     // With it, every clip is scored and decided; no AUC line.
-    let scores = dir.path().join("scores");
-    let out = run_ok(
-        hark()
-            .arg("eval")
-            .arg(&set)
-            .arg("--json")
-            .arg("--scores")
-            .arg(&scores),
-    );
-    assert!(
-        out.stdout.is_empty(),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    let written = csv_rows(&scores.join("anomaly_score_slider_section_00_test.csv"));
+    let section = "slider_section_00_test";
+    let (rows, written, decisions) = eval_scored(&set, &dir.path().join("scores"), section, &[]);
+    assert!(rows.is_empty(), "{rows:?}");
     assert_eq!(written.len(), 17);
-    assert_eq!(
-        csv_rows(&scores.join("decision_result_slider_section_00_test.csv")).len(),
-        17
-    );
+    assert_eq!(decisions.len(), 17);
     // The same scores as the labelled set gives its clips, in the same order.
     let labelled = dir.path().join("labelled");
-    run_ok(
-        hark()
-            .arg("eval")
-            .arg(data.join("slider"))
-            .arg("--scores")
-            .arg(&labelled),
-    );
-    let expected = csv_rows(&labelled.join("anomaly_score_slider_id_00.csv"));
+    let (_, expected, _) = eval_scored(&data.join("slider"), &labelled, "slider_id_00", &[]);
     let values = |rows: &[(String, String)]| rows.iter().map(|r| r.1.clone()).collect::<Vec<_>>();
     assert_eq!(values(&written), values(&expected));
 }
