@@ -259,6 +259,7 @@ mod tests {
             profile: vec![-40.0; 4],
             clip: "normal_0001.wav".into(),
             t: 2.5,
+            item: None,
         };
         let e = explain(
             &[-40.0, -28.0, -40.0, -44.4],

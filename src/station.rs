@@ -5,12 +5,22 @@
 /// The longest mute, in minutes (a week).
 pub const MAX_MUTE_MINUTES: f64 = 7.0 * 24.0 * 60.0;
 
+/// The longest item name `enroll_start` takes, in characters.
+pub const MAX_ITEM_CHARS: usize = 64;
+
 /// A command for one source.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum StationCommand {
     /// Start collecting sound as normal (knocks as good ones); it is still scored
-    /// meanwhile. `learn_start` is the same command.
-    EnrollStart,
+    /// meanwhile. `learn_start` is the same command. Sent while collecting, it goes on
+    /// collecting (nothing collected is dropped) under the new item.
+    EnrollStart {
+        /// What is heard from now on is of this item (one piece knocked several
+        /// times): calibration leaves the whole item out of the others' scores, as
+        /// `hark enroll --item` does. `None`: a knock's neighbours in the stream are
+        /// left out ([`crate::bank::KNOCK_GUARD`]).
+        item: Option<String>,
+    },
     /// Stop collecting and add what was collected to the bank (recalibrated, saved).
     /// `learn_stop` is the same command.
     EnrollStop,
@@ -26,9 +36,9 @@ pub enum StationCommand {
 
 impl StationCommand {
     /// The word on the wire.
-    pub fn as_str(self) -> &'static str {
+    pub fn as_str(&self) -> &'static str {
         match self {
-            StationCommand::EnrollStart => "enroll_start",
+            StationCommand::EnrollStart { .. } => "enroll_start",
             StationCommand::EnrollStop => "enroll_stop",
             StationCommand::FalseAlarm => "false_alarm",
             StationCommand::Mute { .. } => "mute",
@@ -36,7 +46,8 @@ impl StationCommand {
     }
 
     /// Parses `{"cmd": "enroll_start" | "enroll_stop" | "learn_start" | "learn_stop" |
-    /// "false_alarm"}` or `{"cmd": "mute", "minutes": N}`.
+    /// "false_alarm"}`, `{"cmd": "enroll_start" | "learn_start", "item": NAME}` or
+    /// `{"cmd": "mute", "minutes": N}`.
     pub fn parse(payload: &[u8]) -> Result<StationCommand, String> {
         let text = std::str::from_utf8(payload).map_err(|_| "payload is not UTF-8".to_string())?;
         let value: serde_json::Value =
@@ -49,6 +60,7 @@ impl StationCommand {
         };
         let allowed: &[&str] = match obj.get("cmd").and_then(serde_json::Value::as_str) {
             Some("mute") => &["cmd", "minutes"],
+            Some("enroll_start" | "learn_start") => &["cmd", "item"],
             _ => &["cmd"],
         };
         if let Some(extra) = obj.keys().find(|k| !allowed.contains(&k.as_str())) {
@@ -62,7 +74,9 @@ impl StationCommand {
             }
         };
         match cmd {
-            "enroll_start" | "learn_start" => Ok(StationCommand::EnrollStart),
+            "enroll_start" | "learn_start" => Ok(StationCommand::EnrollStart {
+                item: obj.get("item").map(item_name).transpose()?,
+            }),
             "enroll_stop" | "learn_stop" => Ok(StationCommand::EnrollStop),
             "false_alarm" => Ok(StationCommand::FalseAlarm),
             "mute" => match obj.get("minutes").and_then(serde_json::Value::as_f64) {
@@ -82,6 +96,23 @@ impl StationCommand {
                 echo(&format!("{other:?}"))
             )),
         }
+    }
+}
+
+/// An `enroll_start`'s `item`: a name of 1 to [`MAX_ITEM_CHARS`] characters, none of
+/// them a control character (it is stored in the bank and printed in logs).
+fn item_name(v: &serde_json::Value) -> Result<String, String> {
+    match v.as_str() {
+        Some(s)
+            if (1..=MAX_ITEM_CHARS).contains(&s.chars().count())
+                && !s.chars().any(char::is_control) =>
+        {
+            Ok(s.to_string())
+        }
+        _ => Err(format!(
+            "item = {}: expected a name of 1 to {MAX_ITEM_CHARS} characters, none of them a control character",
+            echo(&v.to_string())
+        )),
     }
 }
 
@@ -106,7 +137,7 @@ mod tests {
     #[test]
     fn parses_the_three_commands() {
         for c in [
-            StationCommand::EnrollStart,
+            StationCommand::EnrollStart { item: None },
             StationCommand::EnrollStop,
             StationCommand::FalseAlarm,
         ] {
@@ -115,7 +146,15 @@ mod tests {
         }
         assert_eq!(
             StationCommand::parse(br#"{"cmd": "learn_start"}"#),
-            Ok(StationCommand::EnrollStart)
+            Ok(StationCommand::EnrollStart { item: None })
+        );
+        assert_eq!(
+            StationCommand::parse(
+                r#"{"cmd": "enroll_start", "item": "board 17 (oak)"}"#.as_bytes()
+            ),
+            Ok(StationCommand::EnrollStart {
+                item: Some("board 17 (oak)".into())
+            })
         );
         assert_eq!(
             StationCommand::parse(br#"{"cmd": "mute", "minutes": 15}"#),
@@ -125,7 +164,25 @@ mod tests {
 
     #[test]
     fn malformed_payloads_are_named_errors() {
-        let cases: [(&[u8], &str); 10] = [
+        let long_item = format!(
+            "{{\"cmd\": \"enroll_start\", \"item\": \"{}\"}}",
+            "x".repeat(65)
+        );
+        let cases: [(&[u8], &str); 15] = [
+            (
+                b"{\"cmd\": \"enroll_start\", \"item\": \"\"}",
+                "item = \"\": expected a name",
+            ),
+            (b"{\"cmd\": \"enroll_start\", \"item\": 7}", "item = 7"),
+            (
+                b"{\"cmd\": \"learn_start\", \"item\": \"a\\nb\"}",
+                "control",
+            ),
+            (long_item.as_bytes(), "1 to 64 characters"),
+            (
+                b"{\"cmd\": \"enroll_stop\", \"item\": \"a\"}",
+                "unknown key",
+            ),
             (b"{\"cmd\": \"mute\"}", "minutes"),
             (b"{\"cmd\": \"mute\", \"minutes\": -1}", "expected 0"),
             (b"{\"cmd\": \"learn_stop\", \"minutes\": 1}", "unknown key"),

@@ -1224,6 +1224,7 @@ fn bank_file(rows: &[Vec<f32>]) -> Vec<u8> {
             profile: vec![-40.0 - i as f32; 3],
             clip: format!("clip{}.wav", i % 2),
             t: i as f32 * 0.5,
+            item: None,
         });
         bank.push(row, note);
     }
@@ -1415,7 +1416,7 @@ fn json_leaf() -> impl Strategy<Value = Value> {
 
 fn json_key() -> impl Strategy<Value = String> {
     prop_oneof![
-        4 => select(vec!["cmd", "Cmd", "cmd ", "", "command", "\u{0}", "cmd\n", "minutes", "minutes"]).prop_map(str::to_string),
+        4 => select(vec!["cmd", "Cmd", "cmd ", "", "command", "\u{0}", "cmd\n", "minutes", "minutes", "item", "item"]).prop_map(str::to_string),
         1 => any::<String>(),
     ]
 }
@@ -1459,11 +1460,24 @@ fn expected_command(v: &Value) -> Option<StationCommand> {
         return (only_known && (0.0..=hark::station::MAX_MUTE_MINUTES).contains(&minutes))
             .then_some(StationCommand::Mute { minutes });
     }
+    if matches!(cmd, "enroll_start" | "learn_start") {
+        let only_known = obj.keys().all(|k| k == "cmd" || k == "item");
+        let item = match obj.get("item") {
+            None => None,
+            Some(Value::String(s))
+                if (1..=hark::station::MAX_ITEM_CHARS).contains(&s.chars().count())
+                    && !s.chars().any(char::is_control) =>
+            {
+                Some(s.clone())
+            }
+            Some(_) => return None,
+        };
+        return only_known.then_some(StationCommand::EnrollStart { item });
+    }
     if obj.len() != 1 {
         return None;
     }
     match cmd {
-        "enroll_start" | "learn_start" => Some(StationCommand::EnrollStart),
         "enroll_stop" | "learn_stop" => Some(StationCommand::EnrollStop),
         "false_alarm" => Some(StationCommand::FalseAlarm),
         _ => None,

@@ -48,30 +48,38 @@ impl NormalBank {
                 profiles,
             ));
             tensors.push(("origins".into(), vec![self.len(), 2], origins));
-            meta.insert("clips".into(), serde_json::to_string(&clips)?);
+            let (names, items): (Vec<&str>, Vec<Option<&str>>) = clips.into_iter().unzip();
+            meta.insert("clips".into(), serde_json::to_string(&names)?);
+            // Only where an item was named: banks without stay as they were.
+            if items.iter().any(Option::is_some) {
+                meta.insert("items".into(), serde_json::to_string(&items)?);
+            }
         }
         crate::model::save_tensors(path, &tensors, meta)
     }
 
     /// The notes as stored: profiles `[n, bands]`, origins `[n, 2]` (index into the clip
     /// list or −1 for a row without a note, then the time in the clip), and the clip
-    /// list. `None` when no row has a note with a profile (a note without one is
-    /// stored as no note: the file cannot hold a profile of no bands).
-    fn flat_notes(&self) -> Option<(Vec<f32>, Vec<f32>, Vec<String>)> {
+    /// list: each clip's name and item (metadata `clips` and `items`). `None` when no
+    /// row has a note with a profile (a note without one is stored as no note: the
+    /// file cannot hold a profile of no bands).
+    #[allow(clippy::type_complexity)]
+    fn flat_notes(&self) -> Option<(Vec<f32>, Vec<f32>, Vec<(&str, Option<&str>)>)> {
         let bands = self
             .notes
             .iter()
             .flatten()
             .map(|n| n.profile.len())
             .find(|&b| b > 0)?;
-        let mut clips: Vec<String> = Vec::new();
-        let mut index: HashMap<&str, usize> = HashMap::new();
+        let mut clips: Vec<(&str, Option<&str>)> = Vec::new();
+        let mut index: HashMap<(&str, Option<&str>), usize> = HashMap::new();
         let (mut profiles, mut origins) = (Vec::new(), Vec::new());
         for note in &self.notes {
             match note {
                 Some(n) if n.profile.len() == bands => {
-                    let i = *index.entry(n.clip.as_str()).or_insert_with(|| {
-                        clips.push(n.clip.clone());
+                    let key = (n.clip.as_str(), n.item.as_deref());
+                    let i = *index.entry(key).or_insert_with(|| {
+                        clips.push(key);
                         clips.len() - 1
                     });
                     profiles.extend_from_slice(&n.profile);
@@ -310,6 +318,20 @@ fn read_notes(
             crate::model::single_line(&clips.chars().take(80).collect::<String>())
         )
     })?;
+    // Each clip's item (banks before items, or without any, have no key).
+    let items: Vec<Option<String>> = match meta.get("items") {
+        None => vec![None; clips.len()],
+        Some(items) => match serde_json::from_str::<Vec<Option<String>>>(items) {
+            Ok(v) if v.len() == clips.len() => v,
+            _ => {
+                return Err(format!(
+                    "metadata key `items` = {:?} is not a JSON list of {} strings or nulls (one per clip)",
+                    crate::model::single_line(&items.chars().take(80).collect::<String>()),
+                    clips.len()
+                ));
+            }
+        },
+    };
     profiles
         .chunks_exact(bands)
         .zip(origins.chunks_exact(2))
@@ -332,6 +354,7 @@ fn read_notes(
                 profile: profile.to_vec(),
                 clip: clip.clone(),
                 t: o[1],
+                item: items[o[0] as usize].clone(),
             }))
         })
         .collect()

@@ -145,6 +145,11 @@ pub struct RowNote {
     pub clip: String,
     /// Where the window starts inside that clip, seconds.
     pub t: f32,
+    /// The item (piece) the window is of, where one was named (`enroll --item`, or
+    /// `enroll_start`'s `"item"`): calibration leaves every window of an item out of
+    /// the others' scores, at enrolment and at every rebuild. `None`: only its
+    /// neighbours in its own clip are left out.
+    pub item: Option<String>,
 }
 
 /// Per-value standardisation of a [`Metric::Standardised`] bank: a window `x` is

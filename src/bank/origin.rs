@@ -40,10 +40,12 @@ impl Origin {
     }
 
     /// The origins of bank rows, recovered from their notes when a bank is rebuilt with
-    /// more rows (`learn_stop`, `enroll_stop`): rows of one clip are one segment,
-    /// indexed as `spacing` says, so that neighbours stay out of each other's
-    /// calibration score as they did at enrolment. A row without a note (banks from
-    /// before notes) is a segment of its own.
+    /// more rows (`learn_stop`, `enroll_stop`), so that what was left out of each
+    /// other's calibration score at enrolment still is:
+    /// - rows of a named item (`RowNote::item`) are one segment, each at index 0: the
+    ///   whole item is left out, as `--item` enrolment left it;
+    /// - other rows of one clip are one segment, indexed as `spacing` says;
+    /// - a row without a note (banks from before notes) is a segment of its own.
     ///
     /// Without this a rebuild let every window count its overlapping neighbour as an
     /// independent normal: the leave-one-out scores shrank and the threshold with them
@@ -54,19 +56,26 @@ impl Origin {
             count += 1;
             count - 1
         };
-        let mut clips = HashMap::new();
+        // A segment per named item and per clip; the two never share one.
+        let mut segments: HashMap<(bool, &str), u32> = HashMap::new();
         let mut origins: Vec<Origin> = notes
             .iter()
             .map(|note| match note {
-                Some(n) => Origin {
-                    segment: *clips.entry(n.clip.as_str()).or_insert_with(&mut fresh),
-                    index: match spacing {
-                        Spacing::Windows { hop_s } => {
-                            (f64::from(n.t) / hop_s).round().max(0.0) as u32
-                        }
-                        Spacing::Knocks => 0,
-                    },
-                },
+                Some(n) => {
+                    let key = match &n.item {
+                        Some(item) => (true, item.as_str()),
+                        None => (false, n.clip.as_str()),
+                    };
+                    Origin {
+                        segment: *segments.entry(key).or_insert_with(&mut fresh),
+                        index: match spacing {
+                            Spacing::Windows { hop_s } if n.item.is_none() => {
+                                (f64::from(n.t) / hop_s).round().max(0.0) as u32
+                            }
+                            _ => 0,
+                        },
+                    }
+                }
                 None => Origin {
                     segment: fresh(),
                     index: 0,
@@ -74,11 +83,13 @@ impl Origin {
             })
             .collect();
         if spacing == Spacing::Knocks {
-            // Each knock's place among its clip's knocks, in time order.
+            // Each unnamed knock's place among its clip's knocks, in time order.
             let mut noted: Vec<(u32, f32, usize)> = notes
                 .iter()
                 .enumerate()
-                .filter_map(|(i, n)| n.as_ref().map(|n| (origins[i].segment, n.t, i)))
+                .filter_map(|(i, n)| n.as_ref().map(|n| (i, n)))
+                .filter(|(_, n)| n.item.is_none())
+                .map(|(i, n)| (origins[i].segment, n.t, i))
                 .collect();
             noted.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)));
             let mut places: HashMap<u32, u32> = HashMap::new();

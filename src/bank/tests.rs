@@ -121,6 +121,7 @@ fn a_bank_rebuilt_from_its_notes_keeps_its_threshold() {
                 profile: vec![],
                 clip: format!("clip{clip}.wav"),
                 t: i as f32 * hop_s,
+                item: None,
             }));
         }
     }
@@ -180,6 +181,7 @@ fn knocks_are_placed_in_time_order_within_their_clip() {
             profile: vec![],
             clip: clip.into(),
             t,
+            item: None,
         })
     };
     let notes = [
@@ -202,6 +204,89 @@ fn knocks_are_placed_in_time_order_within_their_clip() {
     assert_eq!((as_windows[0].index, as_windows[3].index), (30, 5));
 }
 
+#[test]
+fn named_items_are_left_out_whole_and_kept_in_the_bank_file() {
+    let note = |clip: &str, t: f32, item: Option<&str>| {
+        Some(RowNote {
+            profile: vec![-40.0, -41.0],
+            clip: clip.into(),
+            t,
+            item: item.map(str::to_string),
+        })
+    };
+    // Two files of item S1 (`enroll --item`), a clip that happens to be called S1, and
+    // a live round in which item S2 was named before two unnamed knocks.
+    let notes = vec![
+        note("a.wav", 0.0, Some("S1")),
+        note("b.wav", 0.5, Some("S1")),
+        note("S1", 0.0, None),
+        note("live:r", 3.0, Some("S2")),
+        note("live:r", 2.0, None),
+        note("live:r", 1.0, None),
+    ];
+    let placed = |spacing| -> Vec<(u32, u32)> {
+        let origins = Origin::from_notes(&notes, spacing);
+        origins.iter().map(|o| (o.segment, o.index)).collect()
+    };
+    // An item's rows are one segment at index 0 (each in every other's way, however
+    // far apart), whatever their clips; the unnamed rows are placed in their clip.
+    assert_eq!(
+        placed(Spacing::Knocks),
+        [(0, 0), (0, 0), (1, 0), (2, 0), (3, 1), (3, 0)]
+    );
+    assert_eq!(
+        placed(QUARTER),
+        [(0, 0), (0, 0), (1, 0), (2, 0), (3, 8), (3, 4)]
+    );
+
+    // The bank file keeps each row's item; a bank without any has no `items` key.
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("b.bank.safetensors");
+    let rows: Vec<Vec<f32>> = (0..6).map(|i| unit(&[1.0, i as f32])).collect();
+    let bank =
+        NormalBank::build(&rows, &origins(6), &notes, 0, 16, Target::continuous(), "h").unwrap();
+    bank.save(&p).unwrap();
+    let back = NormalBank::load(&p, "h", Path::new("m")).unwrap();
+    assert_eq!(back.notes(), bank.notes());
+    let unnamed: Vec<Option<RowNote>> = notes
+        .iter()
+        .map(|n| n.clone().map(|n| RowNote { item: None, ..n }))
+        .collect();
+    let plain = NormalBank::build(
+        &rows,
+        &origins(6),
+        &unnamed,
+        0,
+        16,
+        Target::continuous(),
+        "h",
+    )
+    .unwrap();
+    plain.save(&p).unwrap();
+    assert!(!String::from_utf8_lossy(&std::fs::read(&p).unwrap()).contains("items"));
+    assert_eq!(
+        NormalBank::load(&p, "h", Path::new("m")).unwrap().notes(),
+        &unnamed[..]
+    );
+
+    // A bad `items` value is a one-line error naming the key.
+    bank.save(&p).unwrap();
+    let mut bytes = std::fs::read(&p).unwrap();
+    // `"S2"` in the JSON list becomes `1234`: the same length, so the header's length
+    // prefix stays right.
+    let good = br#"\"S2\""#;
+    let at = bytes.windows(good.len()).position(|w| w == good).unwrap();
+    bytes[at..at + good.len()].copy_from_slice(b"1234  ");
+    let edited = bytes;
+    let e = NormalBank::from_bytes(&edited, &p, "h", Path::new("m"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("b.bank.safetensors") && e.contains("`items`") && !e.contains('\n'),
+        "{e}"
+    );
+}
+
 /// `n` windows of clip `clip`, 0.25 s apart, wandering on the unit sphere (each a
 /// small step from the last, so overlapping neighbours are close), with notes.
 fn wander(clip: u32, n: usize) -> (Vec<Vec<f32>>, Vec<Option<RowNote>>) {
@@ -218,6 +303,7 @@ fn wander(clip: u32, n: usize) -> (Vec<Vec<f32>>, Vec<Option<RowNote>>) {
                 profile: vec![],
                 clip: format!("clip{clip}"),
                 t: i as f32 * 0.25,
+                item: None,
             };
             (unit(&x), Some(note))
         })
@@ -446,6 +532,7 @@ fn notes_survive_the_coreset_and_a_save() {
             profile: vec![level, level + 1.0, level + 2.0],
             clip: clip.into(),
             t,
+            item: None,
         })
     };
     let notes = vec![note("a.wav", 0.0, -50.0), note("a.wav", 0.5, -49.0), None];
@@ -544,6 +631,7 @@ fn a_capped_bank_stays_capped_and_keeps_what_it_was_taught() {
             profile: r[2..].to_vec(),
             clip: "live:taught".into(),
             t: i as f32,
+            item: None,
         };
         bank.push(r, Some(note));
     }

@@ -66,6 +66,7 @@ pub fn from_dirs(
             tracing::warn!(file = %file.display(), "no knock found: skipped");
         }
         let name = file.display().to_string();
+        let item_name = items.map(|items| items.of(file));
         clips.push(Clip {
             name: name.clone(),
             item,
@@ -74,7 +75,7 @@ pub fn from_dirs(
         for (w, e) in clip.windows.iter().zip(clip.embeddings) {
             embeddings.push(e);
             origins.push(Origin::of(item, w.index as u32, items.is_some()));
-            notes.push(note(w, front.n_mels, &name));
+            notes.push(note(w, front.n_mels, &name, item_name.clone()));
         }
     }
     drop(bar);
@@ -196,18 +197,25 @@ pub fn from_source(
     let clip = format!("live:{name}:{}", crate::report::rfc3339(started));
     let notes: Vec<_> = windows
         .iter()
-        .map(|w| note(w, front.n_mels, &clip))
+        .map(|w| note(w, front.n_mels, &clip, None))
         .collect();
     save(&embedder, &embeddings, &origins, &notes, out, max_bank)?;
     Ok(())
 }
 
-/// What the bank remembers of an enrolment window, for explanations.
-fn note(w: &crate::frontend::Window, n_mels: usize, clip: &str) -> Option<RowNote> {
+/// What the bank remembers of an enrolment window: for explanations, and where it
+/// came from, for calibration at a rebuild.
+fn note(
+    w: &crate::frontend::Window,
+    n_mels: usize,
+    clip: &str,
+    item: Option<String>,
+) -> Option<RowNote> {
     Some(RowNote {
         profile: crate::explain::profile(&w.mels, n_mels),
         clip: clip.to_string(),
         t: w.t_start_s as f32,
+        item,
     })
 }
 

@@ -135,6 +135,7 @@ impl Inference {
             profile: crate::explain::profile(&w.mels, n_mels),
             clip: live_clip.clone(),
             t: w.t_start_s as f32,
+            item: None,
         };
         let initial = match phase {
             Phase::Learning { .. } => SourceState::Learning,

@@ -15,11 +15,27 @@ use crate::station::StationCommand;
 /// A window's embedding and what the bank should remember of it.
 pub(super) type Row = (Vec<f32>, RowNote);
 
+/// Knocks (or windows) collected since `enroll_start`, and the item they are of.
+#[derive(Default)]
+pub(super) struct Enrolling {
+    rows: Vec<Row>,
+    /// What the latest `enroll_start` named (`None`: nothing).
+    item: Option<String>,
+}
+
+impl Enrolling {
+    /// Collects a row, as of the item named last.
+    pub(super) fn push(&mut self, (embedding, mut note): Row) {
+        note.item = self.item.clone();
+        self.rows.push((embedding, note));
+    }
+}
+
 /// Operator state of a source (commands on its `cmd` topic).
 #[derive(Default)]
 pub(super) struct Station {
-    /// Knocks (or windows) collected since `enroll_start`.
-    pub(super) enrolling: Option<Vec<Row>>,
+    /// What has been collected since `enroll_start`.
+    pub(super) enrolling: Option<Enrolling>,
     /// The last knock, for `false_alarm`.
     pub(super) last: Option<Row>,
     /// Continuous sources: the over-threshold windows of the latest event.
@@ -44,7 +60,7 @@ impl Station {
         let collect = self
             .enrolling
             .as_ref()
-            .is_some_and(|c| c.len() < MAX_COLLECTED);
+            .is_some_and(|c| c.rows.len() < MAX_COLLECTED);
         let keep = over && self.event_windows.len() < MAX_EVENT_WINDOWS;
         if !(collect || keep) {
             return;
@@ -103,8 +119,8 @@ impl Inference {
         update: &mut Option<Update>,
     ) -> Option<serde_json::Value> {
         // A continuous source learns; a tap station enrolls knocks.
-        let name = match (cmd, self.tap) {
-            (StationCommand::EnrollStart, false) => "learn_start",
+        let name = match (&cmd, self.tap) {
+            (StationCommand::EnrollStart { .. }, false) => "learn_start",
             (StationCommand::EnrollStop, false) => "learn_stop",
             _ => cmd.as_str(),
         };
@@ -121,9 +137,17 @@ impl Inference {
         let Phase::Armed(det) = phase else {
             return fail("the source is still learning its first bank".into());
         };
-        if cmd == StationCommand::EnrollStart {
-            station.enrolling = Some(Vec::new());
-            return Some(serde_json::json!({"cmd": name, "ok": true}));
+        if let StationCommand::EnrollStart { item } = cmd {
+            // Sent again while collecting, it keeps what was collected: a station
+            // names each piece as it comes (`{"cmd": "enroll_start", "item": "S07"}`).
+            let collecting = station.enrolling.get_or_insert_with(Enrolling::default);
+            collecting.item = item;
+            let mut reply =
+                serde_json::json!({"cmd": name, "ok": true, "collected": collecting.rows.len()});
+            if let Some(item) = &collecting.item {
+                reply["item"] = item.as_str().into();
+            }
+            return Some(reply);
         }
         if let Some(u) = update {
             return fail(format!(
@@ -133,7 +157,10 @@ impl Inference {
         }
         let started = match cmd {
             StationCommand::EnrollStop => {
-                let Some(collected) = station.enrolling.take() else {
+                let Some(Enrolling {
+                    rows: collected, ..
+                }) = station.enrolling.take()
+                else {
                     return fail("not enrolling: send enroll_start first".into());
                 };
                 if collected.is_empty() {
@@ -169,7 +196,7 @@ impl Inference {
                     Ok(bank)
                 })
             }
-            StationCommand::EnrollStart | StationCommand::Mute { .. } => {
+            StationCommand::EnrollStart { .. } | StationCommand::Mute { .. } => {
                 unreachable!("answered above")
             }
         };
@@ -290,6 +317,7 @@ mod tests {
                     profile: crate::explain::profile(&windows[16 + i], n_mels),
                     clip: "live:test".into(),
                     t: i as f32,
+                    item: None,
                 };
                 (r.clone(), note)
             })
@@ -349,6 +377,71 @@ mod tests {
     }
 
     #[test]
+    fn enroll_start_names_the_item_of_what_follows_and_keeps_what_was_collected() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pump.bank.safetensors");
+        let (inference, mut phase, taught) = armed(&path);
+        let mut station = Station::default();
+        let mut update = None;
+        let mut start = |item: Option<&str>, station: &mut Station| {
+            let cmd = StationCommand::EnrollStart {
+                item: item.map(str::to_string),
+            };
+            let reply = inference.command(cmd, &mut phase, station, &mut update);
+            reply.expect("answered at once")
+        };
+        let r = start(Some("S1"), &mut station);
+        assert_eq!(
+            (&r["ok"], &r["collected"], &r["item"]),
+            (&true.into(), &0.into(), &"S1".into())
+        );
+        for row in &taught[..3] {
+            station.enrolling.as_mut().unwrap().push(row.clone());
+        }
+        // The next piece: what was collected stays, the item changes.
+        let r = start(Some("S2"), &mut station);
+        assert_eq!((&r["collected"], &r["item"]), (&3.into(), &"S2".into()));
+        for row in &taught[3..6] {
+            station.enrolling.as_mut().unwrap().push(row.clone());
+        }
+        let r = start(None, &mut station);
+        assert_eq!(r["collected"], 6);
+        assert!(r.get("item").is_none(), "{r}");
+        for row in &taught[6..] {
+            station.enrolling.as_mut().unwrap().push(row.clone());
+        }
+        let stop = StationCommand::EnrollStop;
+        assert!(
+            inference
+                .command(stop, &mut phase, &mut station, &mut update)
+                .is_none()
+        );
+        let done = inference.wait_update(update.take().unwrap(), &mut phase);
+        assert_eq!(done["ok"], true, "{done}");
+        // The saved bank says which rows are of which item.
+        let saved =
+            NormalBank::load(&path, inference.embedder.hash(), inference.embedder.path()).unwrap();
+        let mut items: Vec<Option<&str>> = saved
+            .notes()
+            .iter()
+            .flatten()
+            .map(|n| n.item.as_deref())
+            .collect();
+        items.sort();
+        let expected = [
+            None,
+            None,
+            Some("S1"),
+            Some("S1"),
+            Some("S1"),
+            Some("S2"),
+            Some("S2"),
+            Some("S2"),
+        ];
+        assert_eq!(items, expected);
+    }
+
+    #[test]
     fn a_failed_save_keeps_the_old_bank_in_use() {
         let dir = tempfile::tempdir().unwrap();
         // The bank's folder is a file: the save fails.
@@ -363,7 +456,7 @@ mod tests {
         let fa = StationCommand::FalseAlarm;
         assert!(
             inference
-                .command(fa, &mut phase, &mut station, &mut update)
+                .command(fa.clone(), &mut phase, &mut station, &mut update)
                 .is_none()
         );
         let done = inference.wait_update(update.take().unwrap(), &mut phase);

@@ -297,8 +297,13 @@ fn station_commands_update_the_bank_and_bad_ones_get_an_error() {
     assert!(r["ok"] == true, "{r}");
     assert_eq!(r["bank_size"].as_u64(), Some(before as u64 + 1), "{r}");
     assert_eq!(size(), before + 1, "the bank file was updated");
-    let r = ask(cmd, "{\"cmd\": \"enroll_start\"}", 5);
-    assert!(r["ok"] == true, "{r}");
+    // The station names the piece it knocks next.
+    let r = ask(
+        cmd,
+        "{\"cmd\": \"enroll_start\", \"item\": \"bottle 7\"}",
+        5,
+    );
+    assert!(r["ok"] == true && r["item"] == "bottle 7", "{r}");
     let heard = sub
         .all()
         .iter()
@@ -316,6 +321,15 @@ fn station_commands_update_the_bank_and_bad_ones_get_an_error() {
         "false alarm + at least two enrolled knocks: {r}"
     );
     assert_eq!(size(), enrolled, "the bank file holds them");
+    // ... and says which piece they were of.
+    let saved = hark::bank::NormalBank::load(&bank, &hash, &model).unwrap();
+    let named = (saved.notes().iter().flatten())
+        .filter(|n| n.item.as_deref() == Some("bottle 7"))
+        .count();
+    assert!(
+        named >= 2 && named <= enrolled - before,
+        "{named} rows of bottle 7"
+    );
     let r = ask("hark/tap/nope/cmd", "{\"cmd\": \"false_alarm\"}", 1);
     assert!(
         r["ok"] == false && r["error"].as_str().unwrap().contains("nope"),
