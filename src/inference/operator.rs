@@ -138,6 +138,14 @@ impl Inference {
             return fail("the source is still learning its first bank".into());
         };
         if let StationCommand::EnrollStart { item } = cmd {
+            if item.is_some() && !self.tap {
+                // As `--item` on a running machine's clips, it would count the margin
+                // for another day twice (models/README.md, "Leaving the whole piece out").
+                return fail(
+                    "item names a piece at a tap station; a running machine's bank already keeps a 2x margin for other days"
+                        .into(),
+                );
+            }
             // Sent again while collecting, it keeps what was collected: a station
             // names each piece as it comes (`{"cmd": "enroll_start", "item": "S07"}`).
             let collecting = station.enrolling.get_or_insert_with(Enrolling::default);
@@ -380,9 +388,18 @@ mod tests {
     fn enroll_start_names_the_item_of_what_follows_and_keeps_what_was_collected() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("pump.bank.safetensors");
-        let (inference, mut phase, taught) = armed(&path);
+        let (mut inference, mut phase, taught) = armed(&path);
         let mut station = Station::default();
         let mut update = None;
+        // A running machine takes no item ...
+        let named = StationCommand::EnrollStart {
+            item: Some("S1".into()),
+        };
+        let refused = inference.command(named, &mut phase, &mut station, &mut update);
+        assert!(error(refused).contains("tap station"));
+        assert!(station.enrolling.is_none());
+        // ... a station does.
+        inference.tap = true;
         let mut start = |item: Option<&str>, station: &mut Station| {
             let cmd = StationCommand::EnrollStart {
                 item: item.map(str::to_string),
