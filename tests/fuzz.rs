@@ -1216,15 +1216,16 @@ fn calibration() -> Calibration {
 fn bank_file(rows: &[Vec<f32>]) -> Vec<u8> {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("b.bank.safetensors");
-    // Every row but the last has a note (profile, clip, time), so the fuzzer edits
-    // the `profiles` and `origins` tensors and the `clips` list as well.
+    // Every row but the last has a note (profile, clip, time, and for one an item), so
+    // the fuzzer edits the `profiles` and `origins` tensors and the `clips` and
+    // `items` lists as well.
     let mut bank = NormalBank::from_parts(&rows[..0], calibration(), BANK_HASH);
     for (i, row) in rows.iter().enumerate() {
         let note = (i + 1 < rows.len()).then(|| RowNote {
             profile: vec![-40.0 - i as f32; 3],
             clip: format!("clip{}.wav", i % 2),
             t: i as f32 * 0.5,
-            item: None,
+            item: (i == 0).then(|| "piece 1".to_string()),
         });
         bank.push(row, note);
     }
@@ -1271,6 +1272,7 @@ fn standardised_bank() -> &'static StFile {
 const BANK_KEYS: &[&str] = &[
     "metric",
     "clips",
+    "items",
     "format_version",
     "kind",
     "model_sha256",
@@ -1296,6 +1298,7 @@ const BANK_VALUES: &[&str] = &[
     "[]",
     "[\"a.wav\"]",
     "[1]",
+    "[null, \"a\", null]",
 ];
 
 /// Consistent banks of other sizes (shape and data agree).
