@@ -13,6 +13,11 @@ and scores every clip with hark's standardised nearest-window distance on:
 - `+ modulation`: plus, per group of 4 neighbouring bands, the amplitude (dB) of the
   band level's change over the window in octave bands of modulation rate (1, 2-3,
   4-7, ... cycles per window): the band spread split by how fast the level moves;
+- `+ patch residual`: hark's distance and a linear autoencoder of the window's 5-frame
+  patches (the DCASE 2020 autoencoder's input, linearised: standardised, PCA to 90 %
+  of the enrolment patches' variance; a window scores the root of its patches' mean
+  squared residual), each over its median on the enrolment windows, as the root of
+  the sum of squares (stated before it was scored: models/README.md);
 - `three blocks + modulation, nearest + residual`: the union of the changes that
   each led held out (scripts/scorer-study.py's `three blocks` and `nearest +
   residual`, with the modulation block).
@@ -47,6 +52,52 @@ def modulation(W):
     X = np.abs(np.fft.rfft(G - G.mean(1, keepdims=True), axis=1)) / frames
     P = np.stack([np.sqrt((X[:, a:b] ** 2).sum(1)) for a, b in octave_edges(frames)], 1)
     return 20 * np.log10(P + 1e-3).reshape(n, -1)
+
+
+def patch_stacks(R, bands, k=5):
+    """R: windows × (frames × bands) log-mel values, frame by frame → windows × stacks ×
+    (k × bands): every run of k consecutive frames (the DCASE 2020 autoencoder's input)."""
+    W = R.reshape(len(R), -1, bands)
+    idx = np.arange(W.shape[1] - k + 1)[:, None] + np.arange(k)[None, :]
+    return W[:, idx, :].reshape(len(R), idx.shape[0], k * bands)
+
+
+def patch_residual(raw, bands, frac=0.9, floor=0.1):
+    """A linear autoencoder of a window's k-frame patches: each patch value standardised
+    over the enrolment patches, PCA to `frac` of their variance; a window scores the
+    root of its patches' mean squared residual."""
+    def fit(E, _seg=None):
+        X = patch_stacks(E[:, raw], bands)
+        X = X.reshape(-1, X.shape[2])
+        c, sd = X.mean(0), X.std(0)
+        sd = np.maximum(sd, max(sd.mean() * floor, 1e-6))
+        Z = (X - c) / sd
+        w, V = np.linalg.eigh(Z.T @ Z / len(Z))
+        w, V = w[::-1], V[:, ::-1]
+        V = V[:, : np.searchsorted(np.cumsum(w) / w.sum(), frac) + 1]
+
+        def score(Q):
+            P = (patch_stacks(Q[:, raw], bands) - c) / sd
+            res = P - (P @ V) @ V.T
+            return np.sqrt((res ** 2).sum(2).mean(1))
+        return score
+    return fit
+
+
+def with_patch(groups, raw, bands):
+    """hark's nearest-window distance d and the patch residual r, each over its median
+    on the enrolment windows (d: against the other segments' rows), as sqrt(d'^2 + r'^2)."""
+    def fit(E, seg):
+        t = study_mod.scaled(E, groups)
+        B = t(E)
+        d = (B ** 2).sum(1)[:, None] + (B ** 2).sum(1)[None, :] - 2 * B @ B.T
+        d[seg[:, None] == seg[None, :]] = np.inf
+        d_enrol = np.sqrt(np.maximum(d.min(1), 0))
+        d0 = np.median(d_enrol[np.isfinite(d_enrol)])
+        patch = patch_residual(raw, bands)(E)
+        r0 = np.median(patch(E))
+        return lambda Q: np.sqrt((study_mod.nearest(B, t(Q)) / d0) ** 2 + (patch(Q) / r0) ** 2)
+    return fit
 
 
 def reader(emb, layout, n_mels_flag=None):
@@ -89,6 +140,7 @@ def scorers(dim, emb, n_raw):
         "log-mel values alone": near([raw]),
         "+ modulation": near(out + [mod]),
     }
+    rows["+ patch residual"] = with_patch(out, raw, (dim - emb) // 4)
     if dim > emb:
         _, m, s = study_mod.blocks_of(dim, emb)
         union = lambda E: study_mod.scaled(E, [e, m, s, mod])
