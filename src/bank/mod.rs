@@ -19,7 +19,9 @@ use std::path::PathBuf;
 
 /// Version of the bank-file layout. Version 2 added the optional per-row notes
 /// (`profiles`, `origins` and the `clips` list); version 3 the standardised metric
-/// (metadata `metric`, tensors `center` and `scale`). Older files still load.
+/// (metadata `metric`, tensors `center` and `scale`). Older files still load. A file may
+/// also name each clip's item (metadata `items`, since 2026-12-07, in version 3: an
+/// older hark loads it and only loses the items at a rebuild).
 pub const BANK_FORMAT_VERSION: u32 = 3;
 
 /// How far from 1 the norm of a stored embedding may be (embeddings are unit-norm).
