@@ -11,6 +11,9 @@ use super::{
     NormalBank, RowNote, Scaling, UNIT_NORM_TOLERANCE, dot,
 };
 
+/// An entry of a bank file's clip list: a clip's name and the item its rows are of.
+type ClipKey<'a> = (&'a str, Option<&'a str>);
+
 impl NormalBank {
     /// Writes the bank atomically (temp file + fsync + rename).
     pub fn save(&self, path: &Path) -> anyhow::Result<()> {
@@ -63,16 +66,15 @@ impl NormalBank {
     /// list: each clip's name and item (metadata `clips` and `items`). `None` when no
     /// row has a note with a profile (a note without one is stored as no note: the
     /// file cannot hold a profile of no bands).
-    #[allow(clippy::type_complexity)]
-    fn flat_notes(&self) -> Option<(Vec<f32>, Vec<f32>, Vec<(&str, Option<&str>)>)> {
+    fn flat_notes(&self) -> Option<(Vec<f32>, Vec<f32>, Vec<ClipKey<'_>>)> {
         let bands = self
             .notes
             .iter()
             .flatten()
             .map(|n| n.profile.len())
             .find(|&b| b > 0)?;
-        let mut clips: Vec<(&str, Option<&str>)> = Vec::new();
-        let mut index: HashMap<(&str, Option<&str>), usize> = HashMap::new();
+        let mut clips: Vec<ClipKey> = Vec::new();
+        let mut index: HashMap<ClipKey, usize> = HashMap::new();
         let (mut profiles, mut origins) = (Vec::new(), Vec::new());
         for note in &self.notes {
             match note {

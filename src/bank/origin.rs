@@ -87,9 +87,10 @@ impl Origin {
             let mut noted: Vec<(u32, f32, usize)> = notes
                 .iter()
                 .enumerate()
-                .filter_map(|(i, n)| n.as_ref().map(|n| (i, n)))
-                .filter(|(_, n)| n.item.is_none())
-                .map(|(i, n)| (origins[i].segment, n.t, i))
+                .filter_map(|(i, n)| {
+                    let n = n.as_ref().filter(|n| n.item.is_none())?;
+                    Some((origins[i].segment, n.t, i))
+                })
                 .collect();
             noted.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)));
             let mut places: HashMap<u32, u32> = HashMap::new();

@@ -69,7 +69,7 @@ pub fn from_dirs(
         let item_name = items.map(|items| items.of(file));
         clips.push(Clip {
             name: name.clone(),
-            item,
+            item: item_name.clone(),
             rows: embeddings.len()..embeddings.len() + clip.windows.len(),
         });
         for (w, e) in clip.windows.iter().zip(clip.embeddings) {
@@ -86,11 +86,11 @@ pub fn from_dirs(
     Ok(())
 }
 
-/// An enrolled clip: its name (as its rows' notes give it), its item's number
-/// ([`items::numbering`]) and the range of its windows among the enrolment's.
+/// An enrolled clip: its name and item (as its rows' notes give them) and the range of
+/// its windows among the enrolment's.
 struct Clip {
     name: String,
-    item: u32,
+    item: Option<String>,
     rows: std::ops::Range<usize>,
 }
 
@@ -98,25 +98,18 @@ struct Clip {
 /// threshold, by the default rule) if the bank held only the other clips' windows:
 /// recordings that sound unlike the rest (another day, load or microphone position,
 /// or not normal at all). Each clip's windows are scored against the bank's rows from
-/// the other clips, or with `--item` the other items (its notes name each row's
-/// clip); a bank of one clip has no other.
+/// the other clips, or with `--item` the other items (its notes name each row's clip
+/// and item); a bank of one clip has no other.
 fn unlike_the_rest(bank: &NormalBank, embeddings: &[Vec<f32>], clips: &[Clip]) -> Vec<String> {
     let threshold = bank.calibration.threshold;
-    let item_of: std::collections::HashMap<&str, u32> =
-        clips.iter().map(|c| (c.name.as_str(), c.item)).collect();
-    // Each bank row's item, from the clip its note names.
-    let row_items: Vec<Option<u32>> = bank
-        .notes()
-        .iter()
-        .map(|n| {
-            n.as_ref()
-                .and_then(|n| item_of.get(n.clip.as_str()).copied())
-        })
-        .collect();
     clips
         .iter()
         .filter(|clip| {
-            let other = |i: usize| row_items[i] != Some(clip.item);
+            let ours = |n: &RowNote| match &clip.item {
+                Some(item) => n.item.as_ref() == Some(item),
+                None => n.clip == clip.name,
+            };
+            let other = |i: usize| !bank.note(i).is_some_and(ours);
             let scores: Option<Vec<f32>> = embeddings[clip.rows.clone()]
                 .iter()
                 .map(|e| bank.nearest_among(e, other))
